@@ -1,0 +1,27 @@
+# The two commands of the README: `make demo` (set up, then the main job) and `make test` (set up, then the
+# whole suite). Everything they need is installed by scripts/setup.sh.
+VENV := .venv
+PY := $(VENV)/bin/python
+PYBUILD := $(VENV)/bin/pybuild
+JOBS ?= 2
+
+.PHONY: setup demo test fuzz bench lint
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(PYBUILD) check -f fixtures/demo/Dockerfile
+	$(PYBUILD) parse --dump fixtures/demo/Dockerfile
+
+test: setup
+	$(PY) -m pytest -n $(JOBS) -q
+
+fuzz: setup
+	PYBUILD_FUZZ_EXAMPLES=100000 $(PY) -m pytest -q tests/differential/test_fuzz.py -p no:randomly
+
+bench: setup
+	$(PY) benchmarks/parse.py
+
+lint: setup
+	$(PY) -m mypy

@@ -1,0 +1,3 @@
+from pybuild.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian 12 machine for pybuild: system packages, then a venv in .venv with pybuild and its
+# test tools installed. Idempotent; `make demo` and `make test` call it first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS="python3-venv python3-dev gcc"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=$(for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+  if [ -n "$missing" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+fi
+
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for cand in python3.13 python3.12 python3.11 python3; do
+    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      PY=$cand; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { echo "setup: need Python >= 3.11" >&2; exit 1; }
+
+stamp=.venv/.pybuild-setup
+want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  echo "$want" > "$stamp"
+fi
