@@ -1,0 +1,92 @@
+"""`pybuild` entry point: argument parsing, dispatch to one command, exit codes.
+
+Exit codes (DESIGN.md): 0 ok, 1 user error (one-line error, no traceback), 2 internal error (traceback with
+`--debug`), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from pybuild import __version__
+from pybuild.errors import ConfigError, PybuildError, UserError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _ArgParser(argparse.ArgumentParser):
+    """argparse that raises ConfigError (exit 1, one line) instead of printing usage and exiting 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message}", hint=f"run '{self.prog} --help' for usage")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command-line grammar. Each subcommand sets `handler` to a function in `commands`."""
+    parser = _ArgParser(prog="pybuild", description="A daemonless container image builder.")
+    parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgParser)
+
+    p = sub.add_parser("parse", help="parse a Dockerfile and print its AST")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--dump", action="store_true", help="BuildKit's Node.Dump() format (the default)")
+    fmt.add_argument("--json", action="store_true", help="one JSON object per instruction")
+    p.add_argument("file", metavar="FILE", help="the Dockerfile, or - for standard input")
+    p.set_defaults(handler=_lazy("parse"))
+
+    p = sub.add_parser("check", help="parse and validate a Dockerfile; print warnings and errors")
+    p.add_argument("-f", "--file", dest="dockerfile", metavar="PATH",
+                   help="the Dockerfile (default: CONTEXT/Dockerfile; - reads standard input)")
+    p.add_argument("context", nargs="?", default=".", metavar="CONTEXT", help="the build context directory")
+    p.set_defaults(handler=_lazy("check"))
+    return parser
+
+
+def _lazy(name: str) -> Handler:
+    """A handler that imports `pybuild.cli.commands` only when the command runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        from pybuild.cli import commands
+
+        handler: Handler = getattr(commands, f"cmd_{name}")
+        return handler(args)
+
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one pybuild command; return its exit code."""
+    from pybuild.cli.render import render_error
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list or bool(os.environ.get("PYBUILD_DEBUG"))
+    try:
+        args = build_parser().parse_args(args_list)
+        handler: Handler | None = getattr(args, "handler", None)
+        if handler is None:
+            raise ConfigError("pybuild: no command given", hint="run 'pybuild --help' for the commands")
+        return handler(args)
+    except UserError as exc:
+        print(render_error(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except PybuildError as exc:
+        print(f"internal error: {exc}", file=sys.stderr)
+        if debug:
+            raise
+        return 2
+    except Exception as exc:  # a bug: say so in one line, traceback only with --debug
+        print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("hint: run with --debug for a traceback and report it", file=sys.stderr)
+        if debug:
+            raise
+        return 2
