@@ -1,0 +1,146 @@
+"""Shell patterns inside `${v#p}`, `${v%p}`, `${v/p/r}`: BuildKit's glob-to-regex rules.
+
+Used only by `pybuild.dockerfile.shell`. BuildKit (frontend/dockerfile/shell/lex.go) turns a pattern into a
+Go regexp: `*` is any run of characters (shortest or longest), `?` is one character, a backslash escapes
+`*`, `?` or a backslash, and `\\}` / `\\/` stand for `}` / `/`. Every other character is literal, including
+`[` and `]`: BuildKit supports no bracket expressions, so neither do we. Go's and Python's regexps agree on
+what we generate (leftmost-first matching; `.` excludes only `\\n`), so the translated regex is compiled by
+`re` and cached by pattern text.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from pybuild.errors import DockerfileError
+
+__all__ = ["replace_pattern", "trim_prefix", "trim_suffix"]
+
+
+def _invalid(pattern: str, reason: str) -> DockerfileError:
+    return DockerfileError(f"invalid pattern ({pattern}) in substitution: {reason}")
+
+
+@lru_cache(maxsize=512)
+def _compile(pattern: str, greedy: bool, anchored: bool) -> re.Pattern[str]:
+    """Compile a shell pattern once; `greedy` picks `.*` over `.*?`, `anchored` adds `^`."""
+    star = ".*" if greedy else ".*?"
+    out = ["^"] if anchored else []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            out.append(star)
+        elif ch == "?":
+            out.append(".")
+        elif ch == "\\":
+            # `\}` and `\/` only keep `}` and `/` from ending the ${...}; the backslash is not part of the pattern.
+            if i < n and pattern[i] in "}/":
+                continue
+            if i >= n:
+                raise _invalid(pattern, "trailing escape character")
+            if pattern[i] not in "*?\\":
+                raise _invalid(pattern, f"invalid escape '\\{pattern[i]}'")
+            out.append(re.escape(pattern[i]))
+            i += 1
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out))
+
+
+def _reverse_pattern(pattern: str) -> str:
+    """Reverse a pattern but keep each `\\x` pair in order (`a\\*c` -> `c\\*a`)."""
+    pieces: list[str] = []
+    i, last = 0, len(pattern) - 1
+    while i <= last:
+        if pattern[i] == "\\" and i != last:
+            pieces.append(pattern[i : i + 2])
+            i += 2
+        else:
+            pieces.append(pattern[i])
+            i += 1
+    return "".join(reversed(pieces))
+
+
+def trim_prefix(pattern: str, value: str, greedy: bool) -> str:
+    """`${v#p}` (shortest) / `${v##p}` (greedy): drop the matching prefix of `value`."""
+    match = _compile(pattern, greedy, True).match(value)
+    return value[match.end() :] if match else value
+
+
+def trim_suffix(pattern: str, value: str, greedy: bool) -> str:
+    """`${v%p}` / `${v%%p}`: as BuildKit does, reverse both sides so the suffix becomes a prefix."""
+    return trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
+
+
+def replace_pattern(value: str, pattern: str, replacement: str, replace_all: bool) -> str:
+    """`${v/p/r}` replaces the first (longest) match literally; `${v//p/r}` replaces every match.
+
+    BuildKit uses Go's `ReplaceAllString` for `//`, so there the replacement is a Go template: `$$` is `$`,
+    `$0`/`${0}` is the match, other group references are empty. The single form is a plain splice.
+    """
+    regex = _compile(pattern, True, False)
+    if not replace_all:
+        match = regex.search(value)
+        if match is None:
+            return value
+        return value[: match.start()] + replacement + value[match.end() :]
+    return _replace_all(regex, value, replacement)
+
+
+def _replace_all(regex: re.Pattern[str], value: str, replacement: str) -> str:
+    """Go's ReplaceAll loop: an empty match right after a previous match is not replaced (Python's is)."""
+    template = "$" in replacement
+    out: list[str] = []
+    last = pos = 0
+    while pos <= len(value):
+        match = regex.search(value, pos)
+        if match is None:
+            break
+        start, end = match.span()
+        out.append(value[last:start])
+        if end > last or start == 0:
+            out.append(_expand_template(replacement, match.group()) if template else replacement)
+        last = end
+        pos = max(pos + 1, end)
+    out.append(value[last:])
+    return "".join(out)
+
+
+def _expand_template(template: str, matched: str) -> str:
+    """Go's `Regexp.Expand` for a regex whose only group is group 0 (the whole match)."""
+    out: list[str] = []
+    while True:
+        head, dollar, template = template.partition("$")
+        out.append(head)
+        if not dollar:
+            return "".join(out)
+        if template.startswith("$"):
+            out.append("$")
+            template = template[1:]
+            continue
+        parsed = _template_ref(template)
+        if parsed is None:
+            out.append("$")
+            continue
+        name, template = parsed
+        if name == "0":
+            out.append(matched)
+
+
+def _template_ref(text: str) -> tuple[str, str] | None:
+    """Split `name rest` or `{name} rest` off `text`; None if there is no valid reference."""
+    brace = text.startswith("{")
+    i = start = 1 if brace else 0
+    while i < len(text) and (text[i].isalpha() or text[i].isdecimal() or text[i] == "_"):
+        i += 1
+    if i == start:
+        return None
+    name = text[start:i]
+    if brace:
+        if i >= len(text) or text[i] != "}":
+            return None
+        i += 1
+    return name, text[i:]
