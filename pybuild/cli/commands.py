@@ -53,7 +53,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     data, name = read_dockerfile(path)
     result = parse(data, name)
     stages = to_stages(result)
-    report = lint(result, stages)
+    report = lint(result)
     for warning in report.warnings:
         print(render_diagnostic(warning), file=sys.stderr)
     count = len(report.warnings)
