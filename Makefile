@@ -15,6 +15,7 @@ demo: setup
 	$(PYBUILD) parse --dump fixtures/demo/Dockerfile
 
 test: setup
+	$(PY) -m mypy
 	$(PY) -m pytest -n $(JOBS) -q
 
 fuzz: setup

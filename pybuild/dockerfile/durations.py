@@ -7,7 +7,6 @@ config stores.
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 
 from pybuild.errors import DockerfileError
 
@@ -43,7 +42,7 @@ def parse_duration(text: str) -> int:
         return 0
     if rest == "":
         raise DockerfileError(f"time: invalid duration {quoted}")
-    total = Fraction(0)
+    total = 0
     while rest:
         match = _PART.match(rest)
         assert match is not None  # the pattern can match the empty string
@@ -54,11 +53,11 @@ def parse_duration(text: str) -> int:
             raise DockerfileError(f"time: missing unit in duration {quoted}")
         if unit not in _UNITS:
             raise DockerfileError(f'time: unknown unit "{unit}" in duration {quoted}')
-        number = Fraction(int(whole or "0")) + (Fraction(int(frac), 10 ** len(frac)) if frac else 0)
-        total += number * _UNITS[unit]
+        size = _UNITS[unit]
+        # Go adds the fraction's nanoseconds per part, truncated toward zero.
+        total += int(whole or "0") * size + (int(frac) * size // 10 ** len(frac) if frac else 0)
         rest = rest[match.end():]
-    # Go truncates fractional nanoseconds toward zero.
-    nanos = int(total)
+    nanos = total
     if nanos > _MAX + (1 if negative else 0):
         raise DockerfileError(f"time: invalid duration {quoted}")
     return -nanos if negative else nanos
@@ -73,18 +72,18 @@ def format_duration(nanos: int) -> str:
     if nanos < SECOND:
         for unit, size in (("ms", MILLISECOND), ("\u00b5s", MICROSECOND)):
             if nanos >= size:
-                return sign + _trim(Fraction(nanos, size)) + unit
+                return sign + _trim(nanos, size) + unit
         return f"{sign}{nanos}ns"
     hours, nanos = divmod(nanos, HOUR)
     minutes, nanos = divmod(nanos, MINUTE)
     text = (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "")
-    return sign + text + _trim(Fraction(nanos, SECOND)) + "s"
+    return sign + text + _trim(nanos, SECOND) + "s"
 
 
-def _trim(value: Fraction) -> str:
-    whole = int(value)
-    frac = value - whole
+def _trim(nanos: int, size: int) -> str:
+    """`nanos / size` in decimal without trailing zeros (size is a power of ten)."""
+    whole, frac = divmod(nanos, size)
     if not frac:
         return str(whole)
-    digits = f"{float(frac):.9f}"[2:].rstrip("0")
+    digits = str(frac).rjust(len(str(size)) - 1, "0").rstrip("0")
     return f"{whole}.{digits}"
