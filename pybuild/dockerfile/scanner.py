@@ -300,15 +300,21 @@ def _instruction_tokens(head: Head, line: str) -> tuple[list[Token], bool]:
     return tokens, False
 
 
+# BuildKit's parseHealthConfig tests single BYTES with unicode.IsSpace(rune(b)): the ASCII blanks and also
+# 0x85 and 0xA0, which in UTF-8 occur only inside multi-byte characters (so `CMD \u00a0x` keeps its NBSP).
+_BYTE_SPACE = re.compile(rb"[\t\n\v\f\r \x85\xa0]")
+_BYTE_NON_SPACE = re.compile(rb"[^\t\n\v\f\r \x85\xa0]")
+
+
 def _healthcheck_tokens(args: str) -> list[Token]:
     """HEALTHCHECK's first word (CMD, NONE, ...) then the rest as exec or shell form."""
-    for index, ch in enumerate(args):
-        if ch in GO_SPACE:
-            kind, rest = args[:index], args[index:]
-            break
-    else:
-        kind, rest = args, ""
-    rest = rest.lstrip(GO_SPACE)
+    data = args.encode("utf-8", "surrogateescape")
+    space = _BYTE_SPACE.search(data)
+    sep = space.start() if space is not None else len(data)
+    word = _BYTE_NON_SPACE.search(data, sep)
+    after = word.start() if word is not None else len(data)
+    kind = data[:sep].decode("utf-8", "surrogateescape")
+    rest = data[after:].decode("utf-8", "surrogateescape")
     tokens: list[Token] = [("KIND", kind)]
     if rest:
         exec_form = parse_json_array(rest)

@@ -10,6 +10,7 @@ code is our own and uses compiled regexes instead of per-character loops on the 
 from __future__ import annotations
 
 import json
+import math
 import re
 
 from pybuild.errors import DockerfileError
@@ -146,17 +147,30 @@ def _reject_constant(name: str) -> object:
     raise ValueError(name)  # Go's encoding/json has no NaN/Infinity
 
 
+def _go_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(text)  # Go cannot store it in a float64: a decode error, so shell form
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_go_float)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def parse_json_array(text: str) -> list[str] | None:
     """Decode an exec-form argument: a list of strings, or None when `text` is not a JSON array at all.
 
     Valid JSON that is not an array of strings raises DockerfileError (BuildKit does not fall back to
-    the shell form then).
+    the shell form then). Like BuildKit's `json.NewDecoder(...).Decode`, only the first JSON value counts:
+    whatever follows the array is ignored (`CMD ["a"] x` is `["a"]`). Lone surrogates (from `\\ud800`
+    escapes or undecodable bytes) become U+FFFD, as Go's decoder makes them.
     """
     text = text.lstrip(GO_SPACE)
     if not text.startswith("["):
         return None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value, _ = _DECODER.raw_decode(text)
     except (ValueError, RecursionError):
         return None
     if not isinstance(value, list):
@@ -164,7 +178,7 @@ def parse_json_array(text: str) -> list[str] | None:
     for item in value:
         if not isinstance(item, str):
             raise DockerfileError(_NOT_STRING_ARRAY)
-    return value
+    return [_SURROGATE.sub("\ufffd", item) if _SURROGATE.search(item) else item for item in value]
 
 
 def parse_name_val(text: str, key: str, escape: str = "\\") -> tuple[str, ...]:

@@ -84,7 +84,9 @@ def test_warm_start_does_not_import_lark(tmp_path: Path) -> None:
         ("ENV A=1 B='x y'", "(env \"A\" \"1\" \"=\" \"B\" \"'x y'\" \"=\")\n"),
         ("ENV A hello world", '(env "A" "hello world" "")\n'),
         ('ARG a="1 2" b', '(arg "a=\\"1 2\\"" "b")\n'),
-        ("CMD [\"a\"] trailing", '(cmd "[\\"a\\"] trailing")\n'),
+        # BuildKit decodes the first JSON value and ignores what follows (json.Decoder, not Unmarshal)
+        ("CMD [\"a\"] trailing", '(cmd "a")\n'),
+        ("CMD [\"a\", tail", '(cmd "[\\"a\\", tail")\n'),
         ("RUN a \\\n  # comment\n  b", '(run "a   b")\n'),
         ("# escape=`\nRUN a `\n b", '(run "a  b")\n'),
         ("RUN a \\\\", '(run "a \\\\\\\\")\n'),
