@@ -7,10 +7,10 @@ typed command and, later, every op carries a span so that errors can point at th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pybuild.record import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SourceFile:
     """The decoded text of an input file and the name errors show for it."""
 
@@ -25,7 +25,7 @@ class SourceFile:
         return ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Span:
     """A region of a source file: start line/col to end line/col, 1-based (col 0 = unknown)."""
 
@@ -41,7 +41,7 @@ class Span:
         return f"{self.file}:{self.line}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Diagnostic:
     """A warning about an input: the rule that fired, a message, where, and a doc link.
 

@@ -10,12 +10,12 @@ JSON elements, for shell form the single raw remainder of the line. ONBUILD keep
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pybuild.record import record
 
 from pybuild.source import Diagnostic, SourceFile, Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Heredoc:
     """One heredoc attached to an instruction (`<<EOF`, `<<-EOF`, `3<<'EOF'`).
 
@@ -30,7 +30,7 @@ class Heredoc:
     content: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Node:
     """One instruction as parsed, before any validation."""
 
@@ -62,7 +62,7 @@ class Node:
         return self.span.end_line
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Directives:
     """Parser directives from the top of the file."""
 
@@ -73,14 +73,14 @@ class Directives:
     """Recognised-but-unused keys as (lower-case key, value), in order."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ParseResult:
     """What `parse()` returns: the instructions, the directives, the warnings, the source."""
 
     nodes: tuple[Node, ...]
     directives: Directives
     source: SourceFile
-    warnings: tuple[Diagnostic, ...] = field(default=())
+    warnings: tuple[Diagnostic, ...] = ()
 
     @property
     def start_line(self) -> int:

@@ -7,14 +7,14 @@ values keep their quotes, paths keep their `$VARS`. Every command keeps its `spa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pybuild.record import record
 
 from pybuild.dockerfile.ast import Node
 from pybuild.dockerfile.mounts import Mount
 from pybuild.source import Span
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KeyValue:
     """One ENV or LABEL pair, as written (quotes kept; removed at expansion time)."""
 
@@ -24,7 +24,7 @@ class KeyValue:
     """True for the legacy `ENV key value` form (no `=`)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ArgDef:
     """One name of an ARG instruction: its default (None when there is none) and its doc comment."""
 
@@ -33,7 +33,7 @@ class ArgDef:
     doc: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SourceContent:
     """An inline COPY/ADD source from a heredoc; `<<-` content already has its leading tabs removed."""
 
@@ -42,7 +42,7 @@ class SourceContent:
     expand: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ShellInlineFile:
     """A heredoc of RUN/CMD/ENTRYPOINT; data is raw, `chomp` says leading tabs are still to strip."""
 
@@ -51,7 +51,7 @@ class ShellInlineFile:
     chomp: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class FromCommand:
     """`FROM [--platform=p] base [AS name]`: starts a stage."""
 
@@ -64,7 +64,7 @@ class FromCommand:
     doc: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class RunCommand:
     """`RUN [--mount ...] [--network=n] [--security=s] cmd`."""
 
@@ -80,7 +80,7 @@ class RunCommand:
     flags_used: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class CmdCommand:
     """`CMD ["exec", "form"]` or `CMD shell form`."""
 
@@ -91,7 +91,7 @@ class CmdCommand:
     files: tuple[ShellInlineFile, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class EntrypointCommand:
     """`ENTRYPOINT ...`; `cmd_line` is None for `ENTRYPOINT []` (BuildKit resets it to nil)."""
 
@@ -102,7 +102,7 @@ class EntrypointCommand:
     files: tuple[ShellInlineFile, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class CopyCommand:
     """`COPY [--from ...] src... dest`."""
 
@@ -119,7 +119,7 @@ class CopyCommand:
     excludes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class AddCommand:
     """`ADD [--checksum ...] src... dest`."""
 
@@ -138,28 +138,28 @@ class AddCommand:
     excludes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class EnvCommand:
     span: Span
     node: Node
     env: tuple[KeyValue, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class ArgCommand:
     span: Span
     node: Node
     args: tuple[ArgDef, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class LabelCommand:
     span: Span
     node: Node
     labels: tuple[KeyValue, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class ExposeCommand:
     span: Span
     node: Node
@@ -167,42 +167,42 @@ class ExposeCommand:
     """Sorted as strings, as BuildKit does, and not yet expanded."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class VolumeCommand:
     span: Span
     node: Node
     volumes: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class UserCommand:
     span: Span
     node: Node
     user: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class WorkdirCommand:
     span: Span
     node: Node
     path: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class ShellCommand:
     span: Span
     node: Node
     shell: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class StopsignalCommand:
     span: Span
     node: Node
     signal: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class HealthcheckCommand:
     """`HEALTHCHECK NONE` (test `("NONE",)`) or `HEALTHCHECK [flags] CMD ...`.
 
@@ -220,7 +220,7 @@ class HealthcheckCommand:
     retries: int = 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class OnbuildCommand:
     """`ONBUILD <trigger>`; `expression` is the trigger's text as stored in the image config."""
 
@@ -231,7 +231,7 @@ class OnbuildCommand:
     """The trigger parsed and validated now, so a bad trigger fails this build, not the child's."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class MaintainerCommand:
     span: Span
     node: Node

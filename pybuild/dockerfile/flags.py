@@ -12,7 +12,7 @@ unknown instruction names, mounts for unknown keys.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from pybuild.record import record, field
 from enum import Enum
 
 from pybuild.errors import DockerfileError
@@ -26,7 +26,7 @@ class FlagKind(Enum):
     STRINGS = "strings"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FlagSpec:
     """One flag an instruction accepts: its name (without `--`), kind and default."""
 
@@ -47,7 +47,7 @@ def strings_flag(name: str) -> FlagSpec:
     return FlagSpec(name, FlagKind.STRINGS)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ParsedFlags:
     """The values of an instruction's flags after parsing; defaults for flags not given."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from pybuild.record import record
 
 from pybuild.dockerfile.ast import Heredoc, Node, ParseResult
 from pybuild.dockerfile.commands import (
@@ -82,7 +82,7 @@ SECURITY_MODES = ("sandbox", "insecure")
 # --- stages -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class Stage:
     """One build stage: a FROM and the commands up to the next FROM (BuildKit's `instructions.Stage`).
 
@@ -104,7 +104,7 @@ class Stage:
         return self.from_command.node.original.strip()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Stages:
     """What `to_stages` returns: global ARGs (before the first FROM) and the stages, in order."""
 

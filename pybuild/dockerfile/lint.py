@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from pybuild.record import record
 
 from pybuild.dockerfile.ast import Node, ParseResult
 from pybuild.errors import DockerfileError, at
@@ -38,7 +38,7 @@ _SECRET_TOKEN = re.compile(r"(?:_|^)(?:apikey|auth|credential|credentials|key|pa
 _SECRET_ALLOW = re.compile(r"(?:_|^)public(?:_|$)", re.IGNORECASE)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LintReport:
     """What `lint` found. `failed` is True when `check=error=true` and there is a warning."""
 
@@ -46,7 +46,7 @@ class LintReport:
     failed: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CheckConfig:
     """The parsed `# check=` directive."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
-from dataclasses import dataclass, replace
+from pybuild.record import record, replace
 
 from pybuild.dockerfile.flags import with_suggestion
 from pybuild.errors import DockerfileError
@@ -32,7 +32,7 @@ _GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True"
 Expander = Callable[[str], str]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class Mount:
     """One parsed `--mount` spec (BuildKit's `instructions.Mount`)."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from pybuild.record import record
 
 from pybuild.dockerfile.ast import Directives, Heredoc
 from pybuild.dockerfile.heredoc import heredocs_from_line
@@ -41,19 +41,25 @@ _HEREDOC_CAPABLE = frozenset({"run", "copy", "add"})
 Token = tuple[str, object]
 
 
-@dataclass(slots=True)
 class Head:
-    """What the parser needs about one instruction besides its arguments (value of a keyword token)."""
+    """What the parser needs about one instruction besides its arguments (value of a keyword token).
 
-    keyword: str
-    original: str
-    line: int
-    col: int
-    end_line: int = 0
-    comments: tuple[str, ...] = ()
+    Mutable (the scanner fills in `end_line` late) and internal to the parser, so a plain slotted class.
+    """
+
+    __slots__ = ("keyword", "original", "line", "col", "end_line", "comments")
+
+    def __init__(self, keyword: str, original: str, line: int, col: int, end_line: int = 0,
+                 comments: tuple[str, ...] = ()) -> None:
+        self.keyword = keyword
+        self.original = original
+        self.line = line
+        self.col = col
+        self.end_line = end_line
+        self.comments = comments
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DirectiveMatch:
     """A directive found by `detect_syntax`/`parse_directive`/`parse_directives` (1-based `line`)."""
 
@@ -63,13 +69,16 @@ class DirectiveMatch:
     line: int
 
 
-@dataclass(slots=True)
 class Scan:
-    """The scanner's output: tokens for the grammar, the directives, the warnings."""
+    """The scanner's output: tokens for the grammar, the directives, the warnings (internal, mutable)."""
 
-    tokens: list[Token]
-    directives: Directives
-    warnings: list[Diagnostic] = field(default_factory=list)
+    __slots__ = ("tokens", "directives", "warnings")
+
+    def __init__(self, tokens: list[Token], directives: Directives,
+                 warnings: list[Diagnostic] | None = None) -> None:
+        self.tokens = tokens
+        self.directives = directives
+        self.warnings: list[Diagnostic] = [] if warnings is None else warnings
 
 
 # --- directives ---------------------------------------------------------------------------------

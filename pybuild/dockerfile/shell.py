@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass
+from pybuild.record import record
 from functools import lru_cache
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from dataclasses import KW_ONLY  # only a marker for mypy; `record` reads the annotation text
 
 from pybuild.dockerfile.shell_pattern import replace_pattern, trim_prefix, trim_suffix
 from pybuild.errors import DockerfileError, InternalError
@@ -100,7 +103,7 @@ def build_env_map(env: Env, *, case_insensitive: bool = False) -> dict[str, str]
     return result
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Expansion:
     """The result of expanding one word: made by `Lexer`, read by instructions, cache keys and lint.
 
@@ -117,7 +120,7 @@ class Expansion:
 _EMPTY: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Lexer:
     """BuildKit's word expander (`shell.Lex`), configured once and reused for many words.
 

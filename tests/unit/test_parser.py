@@ -28,7 +28,7 @@ def test_grammar_builds_strict() -> None:
 
 
 def test_grammar_found_in_checkout() -> None:
-    assert grammar_path() == REPO / "grammar" / "dockerfile.lark"
+    assert grammar_path() == str(REPO / "grammar" / "dockerfile.lark")
 
 
 def test_lark_and_cached_driver_agree() -> None:
