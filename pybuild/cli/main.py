@@ -44,7 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Dockerfile (default: CONTEXT/Dockerfile; - reads standard input)")
     p.add_argument("context", nargs="?", default=".", metavar="CONTEXT", help="the build context directory")
     p.set_defaults(handler=_lazy("check"))
+
+    p = sub.add_parser("build", help="build an image (not available yet)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(handler=_not_built("build"))
     return parser
+
+
+def _not_built(name: str) -> Handler:
+    """A handler for a command this version does not have yet: a clear error, never a fake result."""
+
+    def run(args: argparse.Namespace) -> int:
+        raise ConfigError(f"pybuild {name}: not available yet in pybuild {__version__}",
+                          hint="this version has: parse, check")
+
+    return run
 
 
 def _lazy(name: str) -> Handler:
