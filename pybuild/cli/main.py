@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("context", nargs="?", default=".", metavar="CONTEXT", help="the build context directory")
     p.set_defaults(handler=_lazy("check"))
 
-    p = sub.add_parser("build", help="build an image (not available yet)")
+    # prefix_chars: take docker-build flags as plain words, so the answer is "not available", not a usage error
+    p = sub.add_parser("build", help="build an image (not available yet)", prefix_chars="\0", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(handler=_not_built("build"))
     return parser
