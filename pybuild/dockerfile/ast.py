@@ -11,7 +11,6 @@ JSON elements, for shell form the single raw remainder of the line. ONBUILD keep
 from __future__ import annotations
 
 from pybuild.record import record
-
 from pybuild.source import Diagnostic, SourceFile, Span
 
 

@@ -7,10 +7,9 @@ values keep their quotes, paths keep their `$VARS`. Every command keeps its `spa
 
 from __future__ import annotations
 
-from pybuild.record import record
-
 from pybuild.dockerfile.ast import Node
 from pybuild.dockerfile.mounts import Mount
+from pybuild.record import record
 from pybuild.source import Span
 
 

@@ -12,10 +12,10 @@ unknown instruction names, mounts for unknown keys.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pybuild.record import record, field
 from enum import Enum
 
 from pybuild.errors import DockerfileError
+from pybuild.record import field, record
 
 
 class FlagKind(Enum):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from pybuild.record import record
 
 from pybuild.dockerfile.ast import Heredoc, Node, ParseResult
 from pybuild.dockerfile.commands import (
@@ -59,6 +58,7 @@ from pybuild.dockerfile.flags import (
 from pybuild.dockerfile.heredoc import chomp_heredoc_content, parse_heredoc
 from pybuild.dockerfile.mounts import Mount, parse_mount
 from pybuild.errors import DockerfileError, at
+from pybuild.record import record
 from pybuild.source import SourceFile, Span
 
 __all__ = [

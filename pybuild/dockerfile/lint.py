@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pybuild.record import record
 
 from pybuild.dockerfile.ast import Node, ParseResult
 from pybuild.errors import DockerfileError, at
+from pybuild.record import record
 from pybuild.source import Diagnostic, Span
 
 RULE_URL = "https://docs.docker.com/go/dockerfile/rule/{}/"

@@ -14,10 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
-from pybuild.record import record, replace
 
 from pybuild.dockerfile.flags import with_suggestion
 from pybuild.errors import DockerfileError
+from pybuild.record import record, replace
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 SHARING_MODES = ("shared", "private", "locked")

@@ -20,11 +20,14 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from pybuild.record import record
 from typing import Any
 
 from pybuild.dockerfile.ast import Heredoc, Node, ParseResult
-from pybuild.dockerfile.heredoc import chomp_heredoc_content, heredocs_from_line, parse_heredoc
+from pybuild.dockerfile.heredoc import (
+    chomp_heredoc_content,
+    heredocs_from_line,
+    parse_heredoc,
+)
 from pybuild.dockerfile.scanner import (
     DirectiveMatch,
     Head,
@@ -35,8 +38,14 @@ from pybuild.dockerfile.scanner import (
     scan,
     scan_directives,
 )
-from pybuild.dockerfile.words import parse_json_array, parse_name_val, parse_words, split_whitespace
+from pybuild.dockerfile.words import (
+    parse_json_array,
+    parse_name_val,
+    parse_words,
+    split_whitespace,
+)
 from pybuild.errors import DockerfileError, PybuildError
+from pybuild.record import record
 from pybuild.source import SourceFile, Span
 
 __all__ = [

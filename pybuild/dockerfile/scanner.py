@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import re
-from pybuild.record import record
 
 from pybuild.dockerfile.ast import Directives, Heredoc
 from pybuild.dockerfile.heredoc import heredocs_from_line
 from pybuild.dockerfile.words import GO_SPACE, parse_json_array, split_command
 from pybuild.errors import DockerfileError
+from pybuild.record import record
 from pybuild.source import Diagnostic, SourceFile, Span
 
 MAX_LINE_BYTES = 65535

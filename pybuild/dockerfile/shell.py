@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from pybuild.record import record
 from functools import lru_cache
 from typing import TYPE_CHECKING, TypeAlias
 
+from pybuild.record import record
+
 if TYPE_CHECKING:
-    from dataclasses import KW_ONLY  # only a marker for mypy; `record` reads the annotation text
+    from dataclasses import (
+        KW_ONLY,  # only a marker for mypy; `record` reads the annotation text
+    )
 
 from pybuild.dockerfile.shell_pattern import replace_pattern, trim_prefix, trim_suffix
 from pybuild.errors import DockerfileError, InternalError
