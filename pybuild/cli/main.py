@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("context", nargs="?", default=".", metavar="CONTEXT", help="the build context directory")
     p.set_defaults(handler=_lazy("check"))
 
+    p = sub.add_parser("context", help="list what a build can see in a context, with sizes and checksums")
+    p.add_argument("-f", "--file", dest="dockerfile", metavar="PATH",
+                   help="the Dockerfile; <PATH>.dockerignore beside it wins over CONTEXT/.dockerignore")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("context", metavar="DIR", help="the build context directory")
+    p.set_defaults(handler=_lazy("context"))
+
     # prefix_chars: take docker-build flags as plain words, so the answer is "not available", not a usage error
     p = sub.add_parser("build", help="build an image (not available yet)", prefix_chars="\0", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
