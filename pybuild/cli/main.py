@@ -64,7 +64,7 @@ def _not_built(name: str) -> Handler:
 
     def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"pybuild {name}: not available yet in pybuild {__version__}",
-                          hint="this version has: parse, check")
+                          hint="this version has: parse, check, context")
 
     return run
 
