@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("context", metavar="DIR", help="the build context directory")
     p.set_defaults(handler=_lazy("context"))
 
+    _add_image_commands(sub)
+
     # prefix_chars: take docker-build flags as plain words, so the answer is "not available", not a usage error
     p = sub.add_parser("build", help="build an image (not available yet)", prefix_chars="\0", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -59,12 +61,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_image_commands(sub: argparse._SubParsersAction[_ArgParser]) -> None:
+    """The store and image commands: import, load, save, images, inspect, history, tag, rmi, du, prune."""
+    p = sub.add_parser("import", help="make a one-layer image from a rootfs tar (like docker import)")
+    p.add_argument("-m", "--message", help="a comment for the image's history entry")
+    p.add_argument("file", metavar="ROOTFS", help="the rootfs: .tar, .tar.gz or .tar.zst")
+    p.add_argument("name", nargs="?", metavar="NAME[:TAG]", help="the tag to give the image")
+    p.set_defaults(handler=_lazy("import"))
+
+    p = sub.add_parser("load", help="load images from an OCI layout (directory or tar) or a docker-archive")
+    p.add_argument("-i", "--input", required=True, metavar="PATH", help="the archive or OCI layout directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(handler=_lazy("load"))
+
+    p = sub.add_parser("save", help="write an image as an OCI archive or a docker-archive")
+    p.add_argument("--format", choices=("oci", "docker"), default="oci", help="archive format (default oci)")
+    p.add_argument("--compression", choices=("gzip", "zstd", "uncompressed"), default=None,
+                   help="layer compression (default: the image's, gzip)")
+    p.add_argument("--compression-level", type=int, default=None, metavar="N", help="compression level")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the archive to write (- for stdout)")
+    p.add_argument("image", metavar="NAME", help="the image: name, ID or digest")
+    p.set_defaults(handler=_lazy("save"))
+
+    p = sub.add_parser("images", help="list the images in the store")
+    p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.set_defaults(handler=_lazy("images"))
+
+    p = sub.add_parser("inspect", help="show an image's digests, manifest and config as JSON")
+    p.add_argument("image", metavar="NAME", help="the image: name, ID or digest")
+    p.set_defaults(handler=_lazy("inspect"))
+
+    p = sub.add_parser("history", help="show the history of an image")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
+    p.add_argument("image", metavar="NAME", help="the image: name, ID or digest")
+    p.set_defaults(handler=_lazy("history"))
+
+    p = sub.add_parser("tag", help="give an image another name")
+    p.add_argument("source", metavar="SOURCE", help="the image: name, ID or digest")
+    p.add_argument("target", metavar="TARGET", help="the new name")
+    p.set_defaults(handler=_lazy("tag"))
+
+    p = sub.add_parser("rmi", help="remove image names (the blobs go at the next prune)")
+    p.add_argument("-f", "--force", action="store_true", help="remove every tag of an image given by ID")
+    p.add_argument("images", nargs="+", metavar="NAME")
+    p.set_defaults(handler=_lazy("rmi"))
+
+    p = sub.add_parser("du", help="show the disk usage of the store")
+    p.add_argument("--verify", action="store_true", help="also re-hash every blob and check the index")
+    p.set_defaults(handler=_lazy("du"))
+
+    p = sub.add_parser("prune", help="remove blobs that no image or cache entry uses")
+    p.add_argument("--keep-storage", metavar="SIZE", help="stop once the store is at most SIZE (e.g. 10GB)")
+    p.add_argument("--filter", action="append", default=[], metavar="until=DURATION",
+                   help="only remove blobs unused for longer than DURATION (e.g. until=24h)")
+    p.set_defaults(handler=_lazy("prune"))
+
+
 def _not_built(name: str) -> Handler:
     """A handler for a command this version does not have yet: a clear error, never a fake result."""
 
     def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"pybuild {name}: not available yet in pybuild {__version__}",
-                          hint="this version has: parse, check, context")
+                          hint="this version has: parse, check, context and the image commands "
+                               "(import, load, save, images, inspect, history, tag, rmi, du, prune)")
 
     return run
 
