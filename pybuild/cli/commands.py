@@ -160,7 +160,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_load(args: argparse.Namespace) -> int:
     """`pybuild load -i PATH`: every image of an OCI layout or docker-archive, verified, then tagged."""
-    from pybuild.store.images import familiar_name, load_archive
+    from pybuild.store.archive import load_archive
+    from pybuild.store.images import familiar_name
 
     with _open_store() as store:
         images = load_archive(store, args.input)
