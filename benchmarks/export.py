@@ -9,7 +9,9 @@ each, same corpus). Then, in one run so the ratios are comparable on a noisy mac
   (parallel members, 2 threads) at levels 1 and 6 vs single-threaded zlib at the same level
   (`gzip`-module-equivalent streaming), `pigz -p 2` when installed, zstd level 3 with 2 threads vs 1
   thread, and uncompressed (hash only);
-- one pass: tree → tar → parallel gzip, as the exporter runs it.
+- one pass: tree → tar → parallel gzip, as the exporter runs it;
+- a repeated export: `pybuild save` of the same image twice through a fresh store; the second save finds
+  the remembered compressed blob and only copies, so it is compared with `cp` of the archive.
 Each figure is the median of --repeat runs. Peak RSS is that of this process (it streams everything).
 
     .venv/bin/python benchmarks/export.py [--dir DIR] [--repeat N] [--size-mib 200] [--files 20000]
@@ -218,8 +220,34 @@ def main() -> None:
     for label, root, mib in (("200 MiB layer", big, tar_mib), (f"{args.files}-file layer", many, many_mib)):
         t = median_time(lambda: export_one_pass(root), r)
         print(f"{label:22s} {t:6.2f} s ({mib / t:5.0f} MiB/s)")
+    repeated_export(tar_path, tar_mib)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process: {peak:.0f} MiB")
+
+
+def repeated_export(tar_path: Path, tar_mib: float) -> None:
+    """`pybuild save` twice (compress, then reuse) against `cp` of the archive; peak RSS of each save."""
+    exe = str(Path(sys.executable).with_name("pybuild"))
+    with tempfile.TemporaryDirectory(prefix="pybuild-bench-export-store-", dir=tar_path.parent) as tmp:
+        env = dict(os.environ, PYBUILD_ROOT=os.path.join(tmp, "store"))
+
+        def pybuild(*argv: str) -> float:
+            start = time.perf_counter()
+            subprocess.run([exe, *argv], check=True, env=env, capture_output=True)
+            return time.perf_counter() - start
+
+        pybuild("import", str(tar_path), "bench:big")  # import stores the layer and a gzip L6 blob
+        level = ("--compression", "gzip", "--compression-level", "1")  # not made yet: the first save compresses
+        first = pybuild("save", *level, "bench:big", "-o", os.path.join(tmp, "one.tar"))
+        second = pybuild("save", *level, "bench:big", "-o", os.path.join(tmp, "two.tar"))
+        start = time.perf_counter()
+        shutil.copyfile(os.path.join(tmp, "one.tar"), os.path.join(tmp, "copy.tar"))
+        copy = time.perf_counter() - start
+        same = Path(tmp, "one.tar").read_bytes() == Path(tmp, "two.tar").read_bytes()
+    print(f"\n# repeated export of a {tar_mib:.0f} MiB one-layer image (`pybuild save`, gzip L1, whole process)")
+    print(f"first save (compresses)     {first:6.2f} s")
+    print(f"second save (reuses blob)   {second:6.2f} s   {first / second:5.1f}x faster; identical bytes: {same}")
+    print(f"cp of the archive           {copy:6.2f} s   second save / cp: {second / copy:4.1f}x")
 
 
 if __name__ == "__main__":
