@@ -1,0 +1,41 @@
+"""Values that cross the worker's internal boundaries (snapshots ↔ executor ↔ mounts ↔ file ops).
+
+Made by the planner/solver (later issue) or by tests; read by the executor and file ops. Paths inside the
+container are absolute POSIX paths; host paths are absolute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from pybuild.record import record
+
+NetworkMode = Literal["default", "none", "host"]
+
+OutputSink = Callable[[str, bytes], None]
+"""Receives live process output: (stream name "stdout" | "stderr", bytes chunk)."""
+
+
+@record(kw_only=True)
+class ProcessSpec:
+    """The process a RUN step starts: argv, environment, user, working directory, stdin."""
+
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    """`K=V` strings, in order (the executor adds a default PATH when none is set)."""
+    user: str = ""
+    """As written in USER: name, uid, name:group or uid:gid ('' = root); resolved inside the rootfs."""
+    cwd: str = "/"
+    stdin: bytes | None = None
+    """Bytes fed to the process's stdin (heredoc bodies), or None for /dev/null."""
+
+
+@record(kw_only=True)
+class HostMount:
+    """A mount the executor adds to the container, prepared on the host by `mounts.py`."""
+
+    destination: str
+    source: str
+    type: str = "bind"
+    options: tuple[str, ...] = ("rbind", "ro")
