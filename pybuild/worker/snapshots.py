@@ -1,0 +1,401 @@
+"""Snapshots: image layers unpacked once, shared read-only as overlay lowerdirs; build steps on top.
+
+Who makes them: the worker, for every FROM image and RUN step. Who uses them: the executor (the mounted
+rootfs), file ops (write into the upper through the mount), the exporter (`export_layer`, lazily).
+
+Layout under `<store root>/snapshots/`:
+
+    layers/<chain hex>/fs         one unpacked layer, keyed by its OCI chainID; overlay whiteouts (0/0 char
+                                  devices) and opaque xattrs stand for the layer's `.wh.` entries
+    layers/<chain hex>/meta.json  {"chain_id", "diff_id", "parent"}
+    steps/<id>/fs                 a committed step: the upperdir of its run, kept as is (never re-extracted)
+    steps/<id>/meta.json          {"parents": [...]} and, once computed, {"layers": {args: [diff_id, size]}}
+    active/<id>/{upper,work,rootfs,lock}   a prepared step: fresh upper + work, overlay mounted at rootfs
+    tmp/<chain hex>.<rand>/       an unpack in progress
+    locks/<chain hex>.lock        per-snapshot flock held while unpacking
+    empty/                        the lowerdir of a FROM scratch step
+    lock                          shared while creating tmp/active entries, exclusive while cleaning them
+
+Durability: a layer is unpacked into tmp/, flushed with one syncfs(2), then renamed into layers/; the rename
+is the record that it is complete, so a crash mid-unpack leaves only a tmp/ entry, removed by the next
+`Snapshots.open`. Concurrent unpackers of one chainID (threads or processes) serialize on its flock; the
+loser finds the finished snapshot and reuses it. Active entries hold their own flock for their lifetime, so
+cleaning never touches a live one; a dead process's mount is unmounted before its directory is removed.
+
+Ids: layer snapshots are their chainID (`sha256:...`), step snapshots `step-<16 hex>`. Parent chains are
+tuples of ids bottom-most first (the order of an image's diff_ids); overlay gets them reversed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from typing import IO, Any
+
+from pybuild.errors import InternalError, StoreError
+from pybuild.record import record
+from pybuild.store.apply import _Applier, _components
+from pybuild.store.compress import Writable
+from pybuild.store.store import Store
+from pybuild.store.tarlayer import iter_layer
+from pybuild.worker import overlay
+from pybuild.worker.diff import layer_from_upper
+
+_OPAQUE_XATTR = "trusted.overlay.opaque"
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@record
+class Snapshot:
+    """A read-only snapshot usable as a lowerdir: an unpacked layer or a committed step."""
+
+    id: str
+    path: str
+    """The directory overlay stacks (`.../fs`)."""
+    kind: str
+    """"layer" or "step"."""
+
+
+@record
+class ActiveSnapshot:
+    """A prepared step: `rootfs` is the overlay of `parents` with the fresh `upper` (when mounted)."""
+
+    id: str
+    parents: tuple[str, ...]
+    root: str
+    upper: str
+    work: str
+    rootfs: str
+
+
+def chain_ids(diff_ids: Sequence[str]) -> tuple[str, ...]:
+    """OCI chainIDs of a layer stack: chain(L0) = diffID0, chain(Ln) = sha256(chain(Ln-1) + " " + diffIDn)."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        if not out:
+            out.append(diff_id)
+        else:
+            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
+    return tuple(out)
+
+
+def _hex(digest: str) -> str:
+    algo, _, value = digest.partition(":")
+    if algo != "sha256" or len(value) != 64 or not all(c in "0123456789abcdef" for c in value):
+        raise StoreError(f"bad snapshot id: {digest!r}")
+    return value
+
+
+def _syncfs(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _libc.syncfs(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: str, doc: dict[str, Any]) -> None:
+    tmp = f"{path}.{secrets.token_hex(4)}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _rmtree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        raise StoreError(f"cannot remove {path}")
+
+
+def unpack_layer(stream: IO[bytes], target: str) -> None:
+    """Unpack one layer tar into the empty dir `target` as an overlay lowerdir: `.wh.` entries become 0/0
+    character devices and `.wh..wh..opq` the `trusted.overlay.opaque` xattr. Same safety as apply_layer."""
+    applier = _Applier(target)  # pybuild-internal: reuse apply's path checks and metadata handling
+    for entry, content in iter_layer(stream):
+        try:
+            if entry.kind == "whiteout":
+                parts = _components(entry.path, "path", entry.path)
+                if not parts:
+                    raise StoreError(f"unsafe layer entry {entry.path!r}: whiteout of the root")
+                applier.ensure_parents(parts, entry.path)
+                rel = "/".join(parts)
+                applier.remove(rel)
+                os.mknod(applier.full(rel), stat.S_IFCHR | 0o600, os.makedev(0, 0))
+            elif entry.kind == "opaque":
+                parts = _components(entry.path, "path", entry.path)
+                applier.ensure_parents([*parts, ""], entry.path)
+                os.setxattr(applier.full("/".join(parts)), _OPAQUE_XATTR, b"y", follow_symlinks=False)
+            else:
+                applier.apply(entry, content)
+        except OSError as exc:
+            raise StoreError(f"cannot unpack layer entry {entry.path!r}: {exc.strerror or exc}") from exc
+    applier.finish()
+
+
+def open_layer(store: Store, diff_id: str) -> IO[bytes]:
+    """The layer `diff_id` from the store: its uncompressed blob, else any stored compressed form."""
+    if store.blobs.exists(diff_id):
+        return store.blobs.open(diff_id)
+    for row in store.index.compressed_rows():
+        if row.diff_id == diff_id and store.blobs.exists(row.digest):
+            return store.blobs.open(row.digest)
+    raise StoreError(f"layer not found in the store: {diff_id}")
+
+
+class _Flock:
+    def __init__(self, path: str, mode: int, block: bool = True) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self.fd, mode | (0 if block else fcntl.LOCK_NB))
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def close(self) -> None:
+        os.close(self.fd)  # closing the last descriptor releases the flock
+
+
+class Snapshots:
+    """The snapshot directory of one store. Thread-safe; made by `Snapshots.open(store)`."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        for sub in ("layers", "steps", "active", "tmp", "locks", "empty"):
+            os.makedirs(os.path.join(root, sub), exist_ok=True)
+        self._active_locks: dict[str, _Flock] = {}
+
+    @classmethod
+    def open(cls, store: Store | str) -> Snapshots:
+        """The snapshots of `store` (or of the store root path); removes leftovers of dead processes."""
+        root = os.path.join(store.root if isinstance(store, Store) else store, "snapshots")
+        try:
+            snaps = cls(root)
+        except OSError as exc:
+            raise StoreError(f"cannot create the snapshot directory {root}: {exc.strerror}") from exc
+        snaps.clean()
+        return snaps
+
+    # --- lookup -------------------------------------------------------------------------------------
+
+    def path(self, snapshot_id: str) -> str:
+        """The lowerdir of snapshot `snapshot_id` (it may not exist)."""
+        if snapshot_id.startswith("step-"):
+            if "/" in snapshot_id or snapshot_id in ("step-.", "step-.."):
+                raise StoreError(f"bad snapshot id: {snapshot_id!r}")
+            return os.path.join(self.root, "steps", snapshot_id, "fs")
+        return os.path.join(self.root, "layers", _hex(snapshot_id), "fs")
+
+    def get(self, snapshot_id: str) -> Snapshot:
+        """The snapshot `snapshot_id`; StoreError when it is not there (or not complete)."""
+        path = self.path(snapshot_id)
+        if not os.path.isdir(path):
+            raise StoreError(f"snapshot not found: {snapshot_id}")
+        return Snapshot(snapshot_id, path, "step" if snapshot_id.startswith("step-") else "layer")
+
+    def exists(self, snapshot_id: str) -> bool:
+        return os.path.isdir(self.path(snapshot_id))
+
+    # --- layers -------------------------------------------------------------------------------------
+
+    def ensure_layer(self, parent: str | None, diff_id: str, opener: Callable[[], IO[bytes]]) -> Snapshot:
+        """The snapshot of layer `diff_id` on chain `parent`, unpacked from `opener()` (a binary stream)
+        unless some thread or process already did."""
+        chain = chain_ids([parent, diff_id])[1] if parent else diff_id
+        hexid = _hex(chain)
+        final = os.path.join(self.root, "layers", hexid)
+        if os.path.isdir(final):
+            return self.get(chain)
+        lock = _Flock(os.path.join(self.root, "locks", hexid + ".lock"), fcntl.LOCK_EX)
+        try:
+            if not os.path.isdir(final):
+                self._unpack(final, hexid, opener, {"chain_id": chain, "diff_id": diff_id, "parent": parent})
+        finally:
+            lock.close()
+        return self.get(chain)
+
+    def _unpack(self, final: str, hexid: str, opener: Callable[[], IO[bytes]], meta: dict[str, Any]) -> None:
+        guard = _Flock(os.path.join(self.root, "lock"), fcntl.LOCK_SH)
+        try:
+            tmp = os.path.join(self.root, "tmp", f"{hexid}.{secrets.token_hex(4)}")
+            os.mkdir(tmp)
+        finally:
+            guard.close()
+        try:
+            os.mkdir(os.path.join(tmp, "fs"), 0o755)
+            with opener() as stream:
+                unpack_layer(stream, os.path.join(tmp, "fs"))
+            _write_json(os.path.join(tmp, "meta.json"), meta)
+            _syncfs(tmp)
+            os.rename(tmp, final)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StoreError(f"cannot unpack layer {meta['diff_id']}: {exc.strerror or exc}") from exc
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def ensure_layers(self, store: Store, diff_ids: Sequence[str]) -> tuple[str, ...]:
+        """Unpack every missing layer of a stack from `store`; returns the chainIDs, bottom-most first."""
+        chains = chain_ids(diff_ids)
+        parent: str | None = None
+        for chain, diff_id in zip(chains, diff_ids):
+            if not self.exists(chain):
+                self.ensure_layer(parent, diff_id, functools.partial(open_layer, store, diff_id))
+            parent = chain
+        return chains
+
+    # --- steps --------------------------------------------------------------------------------------
+
+    def prepare(self, parents: Sequence[str], *, mount: bool = True) -> ActiveSnapshot:
+        """A fresh upper + work dir over `parents` (snapshot ids, bottom-most first; empty = scratch),
+        overlay-mounted at `.rootfs` unless `mount` is False. Pair with `release` or `commit`."""
+        lowers = [self.get(p).path for p in reversed(parents)] or [os.path.join(self.root, "empty")]
+        active_id = "step-" + secrets.token_hex(8)
+        root = os.path.join(self.root, "active", active_id)
+        guard = _Flock(os.path.join(self.root, "lock"), fcntl.LOCK_SH)
+        try:
+            os.mkdir(root)
+            self._active_locks[active_id] = _Flock(os.path.join(root, "lock"), fcntl.LOCK_EX)
+        finally:
+            guard.close()
+        active = ActiveSnapshot(active_id, tuple(parents), root, os.path.join(root, "upper"),
+                                os.path.join(root, "work"), os.path.join(root, "rootfs"))
+        try:
+            for path in (active.upper, active.work, active.rootfs):
+                os.mkdir(path, 0o755)
+            if mount:
+                overlay.mount_overlay(active.rootfs, lowers, active.upper, active.work)
+        except BaseException:
+            self._discard(active)
+            raise
+        return active
+
+    def mount(self, active: ActiveSnapshot) -> None:
+        """Mount `active` again (after `prepare(mount=False)` or `unmount`)."""
+        lowers = [self.get(p).path for p in reversed(active.parents)] or [os.path.join(self.root, "empty")]
+        overlay.mount_overlay(active.rootfs, lowers, active.upper, active.work)
+
+    def unmount(self, active: ActiveSnapshot) -> None:
+        overlay.unmount(active.rootfs)
+
+    def commit(self, active: ActiveSnapshot) -> Snapshot:
+        """Unmount `active` and keep its upperdir as step snapshot `active.id` (a lowerdir for later
+        steps). The layer tar is made only when asked (`export_layer`)."""
+        if active.id not in self._active_locks:
+            raise InternalError(f"snapshot {active.id} is not active")
+        overlay.unmount(active.rootfs)
+        step = os.path.join(self.root, "steps", active.id)
+        os.mkdir(step)
+        _write_json(os.path.join(step, "meta.json"), {"parents": list(active.parents)})
+        os.rename(active.upper, os.path.join(step, "fs"))
+        self._discard(active)
+        return self.get(active.id)
+
+    def release(self, active: ActiveSnapshot) -> None:
+        """Unmount `active` and remove its directories (the step is thrown away). Idempotent."""
+        if active.id in self._active_locks:
+            self._discard(active)
+
+    def _discard(self, active: ActiveSnapshot) -> None:
+        """Unmount and remove `active`. When unmounting fails the directory stays (never delete through a
+        mount) and its lock is dropped, so the next `clean` retries."""
+        lock = self._active_locks.pop(active.id, None)
+        try:
+            overlay.unmount(active.rootfs)
+            _rmtree(active.root)
+        finally:
+            if lock is not None:
+                lock.close()
+
+    @contextmanager
+    def mounted_rootfs(self, parents: Sequence[str]) -> Iterator[ActiveSnapshot]:
+        """`prepare(parents)` for the block; always unmounted and removed in `finally` (commit inside the
+        block keeps the upper: release is then a no-op)."""
+        active = self.prepare(parents)
+        try:
+            yield active
+        finally:
+            self.release(active)
+
+    def parents_of(self, snapshot_id: str) -> tuple[str, ...]:
+        """The parent chain of a snapshot (bottom-most first), itself not included."""
+        if snapshot_id.startswith("step-"):
+            with open(os.path.join(self.root, "steps", snapshot_id, "meta.json"), encoding="utf-8") as f:
+                return tuple(json.load(f)["parents"])
+        chain: list[str] = []
+        current: str | None = snapshot_id
+        while current:
+            with open(os.path.join(self.root, "layers", _hex(current), "meta.json"), encoding="utf-8") as f:
+                current = json.load(f)["parent"]
+            if current:
+                chain.append(current)
+        return tuple(reversed(chain))
+
+    def export_layer(self, snapshot: Snapshot | ActiveSnapshot, out: Writable, *,
+                     clamp_mtime: int | None = None, exclude: Collection[str] = ()) -> tuple[str, int]:
+        """Write the OCI layer tar of a step's changes to `out`; return (diffID, size)."""
+        upper = snapshot.upper if isinstance(snapshot, ActiveSnapshot) else snapshot.path
+        if isinstance(snapshot, Snapshot) and snapshot.kind != "step":
+            raise InternalError(f"export_layer needs a step snapshot, not layer {snapshot.id}")
+        return layer_from_upper(upper, out, clamp_mtime, exclude)
+
+    # --- removal and cleaning -----------------------------------------------------------------------
+
+    def remove(self, snapshot_id: str) -> None:
+        """Remove a snapshot. Layers are shared: only call under the store's exclusive lock (prune)."""
+        path = os.path.dirname(self.path(snapshot_id))
+        if os.path.isdir(path):
+            trash = os.path.join(self.root, "tmp", f"rm-{secrets.token_hex(6)}")
+            os.rename(path, trash)  # gone from view at once; the slow delete comes after
+            _rmtree(trash)
+
+    def clean(self) -> int:
+        """Remove tmp and active entries no live owner holds (unmounting leftovers); returns how many."""
+        try:
+            guard = _Flock(os.path.join(self.root, "lock"), fcntl.LOCK_EX, block=False)
+        except BlockingIOError:
+            return 0  # someone is creating entries right now; the next open cleans
+        removed = 0
+        try:
+            for name in os.listdir(os.path.join(self.root, "tmp")):
+                path = os.path.join(self.root, "tmp", name)
+                lock_path = os.path.join(self.root, "locks", name.split(".")[0] + ".lock")
+                if not name.startswith("rm-") and not self._free(lock_path):
+                    continue
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+            for name in os.listdir(os.path.join(self.root, "active")):
+                path = os.path.join(self.root, "active", name)
+                if name in self._active_locks or not self._free(os.path.join(path, "lock")):
+                    continue
+                try:
+                    for point in sorted(overlay.mount_points(path), reverse=True):
+                        overlay.unmount(point)
+                except StoreError:
+                    continue  # never delete through a mount
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        finally:
+            guard.close()
+        return removed
+
+    @staticmethod
+    def _free(lock_path: str) -> bool:
+        if not os.path.exists(lock_path):
+            return True
+        try:
+            _Flock(lock_path, fcntl.LOCK_EX, block=False).close()
+        except BlockingIOError:
+            return False
+        return True
