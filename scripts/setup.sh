@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS="python3-venv python3-dev gcc skopeo umoci runc podman busybox-static pigz zstd docker.io"
+APT_PKGS="python3-venv python3-dev gcc skopeo umoci runc crun podman busybox-static pigz zstd docker.io debootstrap"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=$(for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
   if [ -n "$missing" ]; then
@@ -31,4 +31,12 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test]'
   echo "$want" > "$stamp"
+fi
+
+# crun refuses cgroup v1 "hybrid" hosts whose cgroup2 hierarchy still holds controllers (here: hugetlb);
+# moving hugetlb to its own v1 hierarchy makes crun usable (runc works either way). Needs root; idempotent.
+if [ "$(id -u)" = 0 ] && [ -s /sys/fs/cgroup/unified/cgroup.controllers ] \
+   && ! mountpoint -q /sys/fs/cgroup/hugetlb 2>/dev/null; then
+  { mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb; } 2>/dev/null \
+    || echo "setup: warning: could not mount hugetlb as a cgroup v1 hierarchy; crun unusable, runc still fine" >&2
 fi
