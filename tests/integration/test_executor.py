@@ -168,7 +168,7 @@ class TestRuns:
 
     def test_hostname_hosts_resolv(self, rootfs: Path, runtime: str) -> None:
         _, out = run(rootfs, runtime, "hostname; cat /etc/hostname; grep -c localhost /etc/hosts; "
-                                      "grep -c nameserver /etc/resolv.conf; echo x > /etc/hosts || echo ro")
+                                      "grep -c nameserver /etc/resolv.conf; { echo x > /etc/hosts; } 2>/dev/null || echo ro")
         lines = out.decode().split()
         assert lines[:2] == ["pybuild", "pybuild"]
         assert int(lines[2]) >= 1 and int(lines[3]) >= 1 and "ro" in lines
