@@ -1,0 +1,247 @@
+"""Ops of a build plan and the `Plan` itself.
+
+An op is a frozen record naming one step of the build: a source (base image, scratch, build context) or
+a change to a filesystem (RUN → `ExecOp`, COPY/ADD/WORKDIR → `FileOp`). Ops refer to their inputs by
+digest, so the plan is a DAG keyed by digest and can be dumped to JSON and diffed.
+
+An op's `digest` is the sha256 of the canonical JSON of its definition: its kind and every field except
+`spans` (where it came from in the Dockerfile) and `proxy_env` (the predefined proxy args, which BuildKit
+keeps out of cache keys, too). Two identical steps (two stages on one base) are one op with both spans.
+
+Metadata-only instructions (ENV, CMD, LABEL, ...) are not ops: they change the image config and add a
+history entry with `empty_layer: true`; what a RUN sees of them (env, user, cwd) is part of its ExecOp.
+
+Made by `pybuild.plan.convert`; read by the solver and the worker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pybuild.digest import canonical_json, sha256_digest
+from pybuild.image.spec import ImageConfig
+from pybuild.record import fields, record, replace
+from pybuild.source import Span
+
+__all__ = [
+    "ContextSourceOp", "ExecOp", "FileOp", "FileSource", "ImageSourceOp", "MountSpec", "Op", "Plan",
+    "ScratchOp", "op_inputs",
+]
+
+_NOT_HASHED = frozenset({"spans", "proxy_env"})
+
+
+def _jsonable(value: object) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if hasattr(value, "__record_fields__"):
+        return {name: _jsonable(getattr(value, name)) for name in fields(value)}
+    return value
+
+
+class _OpBase:
+    """Shared behaviour of ops: `definition()` (what is hashed) and `digest`."""
+
+    __slots__ = ()
+    kind: ClassVar[str]
+
+    def definition(self) -> dict[str, Any]:
+        """The op's kind and hashed fields as JSON values (no spans, no proxy env)."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for name in fields(self):
+            if name not in _NOT_HASHED:
+                out[name] = _jsonable(getattr(self, name))
+        return out
+
+    @property
+    def digest(self) -> str:
+        """`sha256:` digest of the canonical JSON of `definition()`."""
+        return sha256_digest(canonical_json(self.definition()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The definition plus spans (and proxy env), for `Plan.to_json`."""
+        out = self.definition()
+        for name in _NOT_HASHED & set(fields(self)):
+            out[name] = _jsonable(getattr(self, name))
+        return out
+
+
+@record(kw_only=True)
+class ImageSourceOp(_OpBase):
+    """A base image from the local store (`FROM ref`, `COPY --from=ref`)."""
+
+    kind: ClassVar[str] = "image"
+    ref: str
+    platform: str
+    spans: tuple[Span, ...] = ()
+
+
+@record(kw_only=True)
+class ScratchOp(_OpBase):
+    """The empty filesystem (`FROM scratch`)."""
+
+    kind: ClassVar[str] = "scratch"
+    spans: tuple[Span, ...] = ()
+
+
+@record(kw_only=True)
+class ContextSourceOp(_OpBase):
+    """The files of the build context that match `includes` and not `excludes` (one per COPY/ADD/bind)."""
+
+    kind: ClassVar[str] = "context"
+    name: str = "context"
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    spans: tuple[Span, ...] = ()
+
+
+@record(kw_only=True)
+class MountSpec:
+    """One `RUN --mount` with every value expanded; `input` is the digest of its source op ('' = none)."""
+
+    type: str
+    target: str
+    input: str = ""
+    source: str = ""
+    readonly: bool = True
+    id: str = ""
+    sharing: str = ""
+    required: bool = False
+    size: int = 0
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    env: str | None = None
+
+
+@record(kw_only=True)
+class ExecOp(_OpBase):
+    """A RUN: run `args` on a copy of `input`'s filesystem and keep the changes.
+
+    `env` is what the process sees (ENV, then the stage's ARGs ENV does not override, then a default PATH);
+    `build_args` names the ARGs in it, for history. `proxy_env` holds predefined proxy args: passed to the
+    process, never hashed.
+    """
+
+    kind: ClassVar[str] = "exec"
+    input: str
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    user: str = ""
+    cwd: str = "/"
+    network: str = "default"
+    security: str = "sandbox"
+    mounts: tuple[MountSpec, ...] = ()
+    build_args: tuple[str, ...] = ()
+    heredocs: tuple[tuple[str, str], ...] = ()
+    platform: str = ""
+    proxy_env: tuple[str, ...] = ()
+    spans: tuple[Span, ...] = ()
+
+
+@record(kw_only=True)
+class FileSource:
+    """Where a COPY/ADD reads from: the op `input` (context, stage or image) and the paths in it."""
+
+    input: str
+    paths: tuple[str, ...]
+
+
+@record(kw_only=True)
+class FileOp(_OpBase):
+    """COPY, ADD or WORKDIR's mkdir on `input`.
+
+    `action` is `copy`, `add` or `mkdir-workdir`. `contents` holds heredoc sources as (name, data);
+    `urls` holds ADD's remote sources.
+    """
+
+    kind: ClassVar[str] = "file"
+    input: str
+    action: str
+    dest: str
+    source: FileSource | None = None
+    contents: tuple[tuple[str, str], ...] = ()
+    urls: tuple[str, ...] = ()
+    chown: str = ""
+    chmod: str = ""
+    link: bool = False
+    parents: bool = False
+    excludes: tuple[str, ...] = ()
+    checksum: str = ""
+    keep_git_dir: bool = False
+    unpack: bool | None = None
+    cwd: str = "/"
+    user: str = ""
+    spans: tuple[Span, ...] = ()
+
+
+Op = ImageSourceOp | ScratchOp | ContextSourceOp | ExecOp | FileOp
+"""Any op of a plan."""
+
+
+def op_inputs(op: Op) -> tuple[str, ...]:
+    """The digests `op` depends on, in a stable order."""
+    if isinstance(op, ExecOp):
+        return (op.input, *(m.input for m in op.mounts if m.input))
+    if isinstance(op, FileOp):
+        return (op.input,) + ((op.source.input,) if op.source is not None else ())
+    return ()
+
+
+def merge_spans(op: Op, spans: tuple[Span, ...]) -> Op:
+    """`op` with `spans` added, in file order (same digest: spans are not hashed)."""
+    extra = tuple(span for span in spans if span not in op.spans)
+    if not extra:
+        return op
+    merged = sorted(op.spans + extra, key=lambda s: (s.file, s.line, s.col))
+    return replace(op, spans=tuple(merged))
+
+
+@record(kw_only=True)
+class Plan:
+    """What `convert()` returns: the op DAG of the target stage, its image config, and warnings.
+
+    `ops` is in dependency order (inputs first). `target` is the digest of the target stage's last op;
+    `stages` maps each planned stage (by name, or index when unnamed) to its last op. `layers` lists the
+    target's ops whose changes become image layers, matching its non-empty history entries after the
+    base image's. `image` has the base's rootfs and history followed by this build's history.
+    """
+
+    ops: Mapping[str, Op]
+    target: str
+    stages: Mapping[str, str]
+    layers: tuple[str, ...]
+    image: ImageConfig
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ops": {digest: op.to_dict() for digest, op in self.ops.items()},
+            "target": self.target,
+            "stages": dict(self.stages),
+            "layers": list(self.layers),
+            "image": self.image.to_dict(),
+            "warnings": list(self.warnings),
+        }
+
+    def to_json(self) -> str:
+        """Indented, key-sorted JSON of the whole plan (stable, for tests and diffs)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False)
+
+    def graph(self) -> Any:
+        """A `networkx.DiGraph`: nodes are digests (attribute `op`), edges run input → user.
+
+        Typed `Any`: networkx ships no type stubs and the project installs none.
+        """
+        import networkx  # type: ignore[import-untyped]  # lazy: only solving and tooling need it
+
+        graph = networkx.DiGraph()
+        for digest, op in self.ops.items():
+            graph.add_node(digest, op=op)
+            for source in op_inputs(op):
+                graph.add_edge(source, digest)
+        return graph

@@ -1,0 +1,246 @@
+"""Plans from small Dockerfiles: ops, pruning, config, history, warnings, digests (pybuild.plan)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from pybuild.dockerfile.instructions import to_stages
+from pybuild.dockerfile.parser import parse
+from pybuild.errors import DockerfileError
+from pybuild.image.spec import ContainerConfig, History, ImageConfig, Platform
+from pybuild.plan.convert import convert
+from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, ImageSourceOp, Plan
+
+PLATFORM = Platform("linux", "amd64")
+
+
+def plan(text: str, build_args: Mapping[str, str] | None = None, target: str | None = None,
+         configs: Mapping[str, ImageConfig] | None = None, epoch: int | None = None) -> Plan:
+    return convert(to_stages(parse(text)), build_args=build_args or {}, target=target, platform=PLATFORM,
+                   base_configs=(configs or {}).get, build_platform=PLATFORM, epoch=epoch)
+
+
+def history(p: Plan) -> list[tuple[str, bool]]:
+    return [(h.created_by, h.empty_layer) for h in p.image.history]
+
+
+MULTI = """\
+FROM alpine AS build
+ARG VERSION=1
+RUN make VERSION=$VERSION
+FROM ${BROKEN:?unset} AS broken
+RUN false
+FROM scratch AS final
+COPY --from=build /out /bin/app
+"""
+
+
+def test_copy_from_stage_depends_on_its_result() -> None:
+    p = plan(MULTI, target="final")
+    copy = p.ops[p.target]
+    assert isinstance(copy, FileOp) and copy.source is not None
+    assert copy.source.input == p.stages["build"]
+    assert isinstance(p.ops[p.stages["build"]], ExecOp)
+    assert set(p.stages) == {"build", "final"}
+
+
+def test_target_pruning_skips_broken_unused_stage() -> None:
+    p = plan(MULTI)  # last stage; `broken` would fail to expand its FROM
+    assert "broken" not in p.stages
+    assert not any(isinstance(op, ExecOp) and op.args[-1] == "false" for op in p.ops.values())
+    with pytest.raises(DockerfileError, match="unset"):
+        plan(MULTI, target="broken")
+
+
+def test_target_only_plans_its_chain() -> None:
+    p = plan(MULTI, target="build")
+    assert set(p.stages) == {"build"}
+    assert [op.ref for op in p.ops.values() if isinstance(op, ImageSourceOp)] == ["alpine"]
+
+
+def test_unknown_target() -> None:
+    with pytest.raises(DockerfileError, match='target stage "nope" could not be found'):
+        plan(MULTI, target="nope")
+
+
+def test_copy_from_index_image_and_mount_from() -> None:
+    p = plan("FROM alpine\nRUN a\nFROM scratch\nCOPY --from=0 /a /a\nCOPY --from=busybox /bin/sh /sh\n"
+             "RUN --mount=from=0,target=/m cat /m/a\n")
+    refs = [op.ref for op in p.ops.values() if isinstance(op, ImageSourceOp)]
+    assert refs == ["alpine", "busybox"]
+    run = p.ops[p.target]
+    assert isinstance(run, ExecOp) and run.mounts[0].input == p.stages["0"]
+
+
+def test_from_stage_chain_and_circular_copy() -> None:
+    p = plan("FROM alpine AS a\nENV X=1\nFROM a AS b\nRUN echo\n")
+    assert p.image.config.env == ("X=1",)
+    with pytest.raises(DockerfileError, match="circular"):
+        plan("FROM alpine AS a\nCOPY --from=b / /\nFROM alpine AS b\nCOPY --from=a / /\n")
+
+
+@pytest.mark.parametrize(("args", "warning"), [
+    ({"FOO": "1"}, "[Warning] One or more build-args [FOO] were not consumed"),
+    ({"FOO": "1", "BAR": "2"}, "[Warning] One or more build-args [BAR FOO] were not consumed"),
+    ({"VERSION": "2"}, None),
+    ({"HTTP_PROXY": "x", "no_proxy": "y"}, None),
+    ({"BROKEN": "x"}, "[Warning] One or more build-args [BROKEN] were not consumed"),
+])
+def test_unused_build_arg_warning(args: dict[str, str], warning: str | None) -> None:
+    assert plan(MULTI, args).warnings == ((warning,) if warning else ())
+
+
+DIGEST_CASES = [
+    ("unused build arg", {"FOO": "1"}, False),
+    ("proxy arg", {"HTTP_PROXY": "http://proxy", "all_proxy": "socks://p"}, False),
+    ("used build arg", {"VERSION": "2"}, True),
+]
+
+
+@pytest.mark.parametrize(("args", "changes"), [c[1:] for c in DIGEST_CASES],
+                         ids=[c[0] for c in DIGEST_CASES])
+def test_digests(args: dict[str, str], changes: bool) -> None:
+    base = plan(MULTI)
+    other = plan(MULTI, args)
+    assert (set(base.ops) != set(other.ops)) is changes
+    assert (base.target != other.target) is changes
+
+
+def test_same_input_same_json() -> None:
+    assert plan(MULTI, {"FOO": "1"}).to_json() == plan(MULTI, {"FOO": "1"}).to_json()
+
+
+def test_spans_do_not_change_digests_and_are_merged() -> None:
+    p = plan("FROM alpine AS a\nFROM alpine\nCOPY --from=a /x /x\n")
+    (op,) = [op for op in p.ops.values() if isinstance(op, ImageSourceOp)]
+    assert [s.line for s in op.spans] == [1, 2]
+    assert plan("\n\nFROM alpine\n").target == plan("FROM alpine\n").target
+
+
+def test_graph_edges_follow_inputs() -> None:
+    p = plan(MULTI)
+    graph = p.graph()
+    assert set(graph.nodes) == set(p.ops)
+    assert graph.has_edge(p.stages["build"], p.target)
+
+
+CONFIG = """\
+FROM base
+ARG PORT=8080
+ENV APP=/srv/app
+WORKDIR $APP
+USER ${APP#/srv/}
+LABEL a=1 "b c"=2
+EXPOSE $PORT 53/udp 7000-7001
+VOLUME ["/data", "$APP/cache"]
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=5s CMD curl -f localhost
+SHELL ["/bin/bash", "-c"]
+ONBUILD RUN echo child
+CMD ["serve"]
+ENTRYPOINT ["/entry"]
+"""
+
+
+def test_config_fields() -> None:
+    base = ImageConfig(architecture="amd64", os="linux", config=ContainerConfig(cmd=("base-cmd",)))
+    cfg = plan(CONFIG, configs={"base": base}).image.config
+    assert cfg.env == ("APP=/srv/app",)
+    assert cfg.working_dir == "/srv/app"
+    assert cfg.user == "app"
+    assert dict(cfg.labels) == {"a": "1", "b c": "2"}
+    assert cfg.exposed_ports == ("53/udp", "7000/tcp", "7001/tcp", "8080/tcp")
+    assert cfg.volumes == ("/data", "/srv/app/cache")
+    assert cfg.stop_signal == "SIGTERM"
+    assert cfg.healthcheck is not None and cfg.healthcheck.test == ("CMD-SHELL", "curl -f localhost")
+    assert cfg.healthcheck.interval == 5_000_000_000
+    assert cfg.shell == ("/bin/bash", "-c")
+    assert cfg.on_build == ("RUN echo child",)
+    assert cfg.entrypoint == ("/entry",)
+    assert cfg.cmd == ("serve",)  # CMD set in this stage survives ENTRYPOINT
+
+
+@pytest.mark.parametrize(("text", "cmd", "entrypoint"), [
+    ("FROM base\nENTRYPOINT [\"/e\"]\n", (), ("/e",)),
+    ("FROM base\nENTRYPOINT /e\n", (), ("/bin/sh", "-c", "/e")),
+    ("FROM base\nCMD x\n", ("/bin/sh", "-c", "x"), ("/base-entry",)),
+    ("FROM base\nENTRYPOINT [\"/e\"]\nCMD [\"c\"]\n", ("c",), ("/e",)),
+    ("FROM base\nENTRYPOINT []\n", (), ()),
+])
+def test_entrypoint_resets_inherited_cmd(text: str, cmd: tuple[str, ...],
+                                        entrypoint: tuple[str, ...]) -> None:
+    base = ImageConfig(architecture="amd64", os="linux",
+                       config=ContainerConfig(cmd=("base-cmd",), entrypoint=("/base-entry",)))
+    cfg = plan(text, configs={"base": base}).image.config
+    assert (cfg.cmd, cfg.entrypoint) == (cmd, entrypoint)
+
+
+def test_history_entries() -> None:
+    base = ImageConfig(architecture="amd64", os="linux", history=(History(created_by="base layer"),))
+    p = plan("FROM base\nARG V=1\nENV A=b\nWORKDIR /w\nRUN make\nCOPY a b ./\nCMD [\"x\"]\n",
+             configs={"base": base})
+    assert history(p) == [
+        ("base layer", False),
+        ("ARG V=1", True),
+        ("ENV A=b", True),
+        ("WORKDIR /w", False),
+        ("RUN |1 V=1 /bin/sh -c make", False),
+        ("COPY a b ./ # buildkit", False),
+        ('CMD ["x"]', True),
+    ]
+    assert len(p.layers) == 3 and p.layers[-1] == p.target
+
+
+def test_source_date_epoch() -> None:
+    assert plan("FROM scratch\nENV A=1\n").image.created is None
+    p = plan("FROM scratch\nENV A=1\n", epoch=1700000000)
+    assert p.image.created == "2023-11-14T22:13:20Z"
+    assert {h.created for h in p.image.history} == {"2023-11-14T22:13:20Z"}
+    from_arg = plan("FROM scratch\nENV A=1\n", {"SOURCE_DATE_EPOCH": "0"})
+    assert from_arg.image.created == "1970-01-01T00:00:00Z" and from_arg.warnings == ()
+
+
+def test_copy_and_add_ops() -> None:
+    p = plan("FROM scratch\nWORKDIR /app\nARG D=dst\nCOPY --chown=1:1 --exclude=*.md src/ $D/\n"
+             "ADD --checksum=sha256:abc https://example.com/f.tgz /f\n")
+    copy, add = [op for op in p.ops.values() if isinstance(op, FileOp) and op.action != "mkdir-workdir"]
+    assert copy.dest == "/app/dst/" and copy.chown == "1:1" and copy.excludes == ("*.md",)
+    assert copy.source is not None
+    context = p.ops[copy.source.input]
+    assert isinstance(context, ContextSourceOp) and context.includes == ("src/",)
+    assert add.urls == ("https://example.com/f.tgz",) and add.source is None and add.checksum == "sha256:abc"
+
+
+def test_copy_heredoc_expands() -> None:
+    op = plan("FROM scratch\nARG N=world\nCOPY <<EOF /hello\nhi $N\nEOF\n").ops
+    copy = [o for o in op.values() if isinstance(o, FileOp)][-1]
+    assert copy.contents == (("EOF", "hi world\n"),) and copy.source is None
+
+
+def test_run_mounts_are_expanded() -> None:
+    p = plan("FROM scratch\nARG T=/cache\nRUN --mount=type=cache,target=$T --mount=type=secret,id=tok "
+             "--mount=type=bind,source=src,target=/s --network=none make\n")
+    run = p.ops[p.target]
+    assert isinstance(run, ExecOp) and run.network == "none"
+    cache, secret, bind = run.mounts
+    assert (cache.target, cache.id, cache.sharing, cache.readonly) == ("/cache", "/cache", "shared", False)
+    assert (secret.id, secret.target) == ("tok", "/run/secrets/tok")
+    context = p.ops[bind.input]
+    assert isinstance(context, ContextSourceOp) and context.includes == ("src",)
+
+
+def test_onbuild_triggers_run_first_and_are_not_inherited() -> None:
+    base = ImageConfig(architecture="amd64", os="linux",
+                       config=ContainerConfig(on_build=("RUN echo triggered", "ENV T=1")))
+    p = plan("FROM base\nRUN echo mine\n", configs={"base": base})
+    runs = [op.args[-1] for op in p.ops.values() if isinstance(op, ExecOp)]
+    assert runs == ["echo triggered", "echo mine"]
+    assert "T=1" in p.image.config.env and p.image.config.on_build == ()
+
+
+def test_run_single_heredoc_is_the_script() -> None:
+    p = plan("FROM scratch\nRUN <<EOF\necho a\necho b\nEOF\n")
+    run = p.ops[p.target]
+    assert isinstance(run, ExecOp) and run.args == ("/bin/sh", "-c", "echo a\necho b\n")
