@@ -28,8 +28,8 @@ from pybuild.context.statcache import StatCache
 from pybuild.errors import ContextError
 from pybuild.record import record
 
-__all__ = ["BuildContext", "ContextHasher", "Listing", "checksum_paths", "checksum_selection", "list_files",
-           "list_sources", "open_context"]
+__all__ = ["BuildContext", "ContextHasher", "Listing", "checksum_context", "checksum_paths", "checksum_selection",
+           "list_files", "list_sources", "open_context"]
 
 
 @record
@@ -153,6 +153,10 @@ class ContextHasher:
         self._complete = self._complete or listing.complete
         return result
 
+    def mark_complete(self) -> None:
+        """Note that the whole context was checksummed (so the cache may drop rows of vanished paths)."""
+        self._complete = True
+
     def close(self) -> None:
         """Prune (after a complete listing) and save the stat cache."""
         if self.cache is not None:
@@ -167,6 +171,29 @@ class ContextHasher:
                  tb: TracebackType | None) -> None:
         if kind is None:  # after an error the cache still holds only verified rows, but keep it simple
             self.close()
+
+
+def checksum_context(ctx: BuildContext, warnings: list[str] | None = None) -> TreeChecksums:
+    """The checksums of the whole visible context (what `COPY . /x` reads), saving the stat cache.
+
+    Uses the fused one-pass walk (`wholetree.py`) when the ignore file has no `!` exceptions, else the
+    general walk + tree; both give identical results.
+    """
+    from pybuild.context.ignore import PatternMatcher
+
+    matcher = PatternMatcher(ctx.excludes) if ctx.excludes else None
+    if matcher is not None and matcher.exclusions:
+        return checksum_selection(ctx, list_files(ctx))
+    from pybuild.context.wholetree import checksum_whole_tree
+
+    def skipped(path: str, reason: str) -> None:
+        if warnings is not None:
+            warnings.append(f"{display_path(path)}: {reason}")
+
+    with ContextHasher(ctx) as hasher:
+        result = checksum_whole_tree(hasher.checksummer, matcher.matches if matcher else None, skipped)
+        hasher.mark_complete()
+        return result
 
 
 def checksum_selection(ctx: BuildContext, listing: Listing) -> TreeChecksums:
