@@ -35,8 +35,8 @@ import time
 import zlib
 from collections.abc import Callable
 from functools import partial
-from typing import IO, cast
 from pathlib import Path
+from typing import IO, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 

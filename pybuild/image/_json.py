@@ -14,7 +14,6 @@ from typing import Any, NoReturn
 from pybuild.digest import canonical_json, parse_digest
 from pybuild.errors import StoreError
 
-
 Pairs = tuple[tuple[str, str], ...]
 """A string mapping as sorted `(key, value)` pairs (annotations, labels): hashable, unlike a dict."""
 

@@ -33,15 +33,8 @@ from pybuild.dockerfile.instructions import Stage, Stages, parse_instruction
 from pybuild.dockerfile.mounts import Mount, parse_mount
 from pybuild.dockerfile.shell import Lexer
 from pybuild.errors import ConfigError, DockerfileError, at
-from pybuild.image.spec import (
-    ContainerConfig,
-    ImageConfig,
-    Platform,
-    format_rfc3339,
-    host_platform,
-    parse_platform,
-    source_date_epoch,
-)
+from pybuild.image.config import ContainerConfig, ImageConfig
+from pybuild.image.spec import Platform, format_rfc3339, host_platform, parse_platform, source_date_epoch
 from pybuild.plan.convert_args import PROXY_ARGS, platform_args, resolve_meta_args
 from pybuild.plan.convert_config import DEFAULT_PATH, StageState, apply_metadata, resolve_workdir
 from pybuild.plan.ops import (

@@ -30,7 +30,8 @@ from pybuild.dockerfile.commands import (
 )
 from pybuild.dockerfile.shell import Lexer
 from pybuild.errors import DockerfileError
-from pybuild.image.spec import ContainerConfig, Healthcheck, History, ImageConfig, Platform
+from pybuild.image.config import ContainerConfig, Healthcheck, History, ImageConfig
+from pybuild.image.spec import Platform
 from pybuild.plan.convert_args import Scope
 
 __all__ = ["DEFAULT_PATH", "DEFAULT_SHELL", "StageState", "apply_metadata", "go_list"]

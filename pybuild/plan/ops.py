@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pybuild.digest import canonical_json, sha256_digest
-from pybuild.image.spec import ImageConfig
+from pybuild.image.config import ImageConfig
 from pybuild.record import fields, record, replace
 from pybuild.source import Span
 

@@ -21,11 +21,25 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 from pybuild.digest import parse_digest, sha256_digest
 from pybuild.errors import ConfigError, StoreError
 from pybuild.image.spec import (
-    DOCKER_CONFIG, DOCKER_MANIFEST, INDEX_TYPES, OCI_MANIFEST, Descriptor, Index, Manifest, host_platform, layer_compression, layer_media_type,
+    DOCKER_CONFIG,
+    DOCKER_MANIFEST,
+    INDEX_TYPES,
+    OCI_MANIFEST,
+    Descriptor,
+    Index,
+    Manifest,
+    host_platform,
+    layer_compression,
+    layer_media_type,
 )
 from pybuild.record import record
 from pybuild.store.images import (
-    LOADED_LEVEL, StoredImage, clean_member_path, config_diff_ids, normalize_name, parse_config,
+    LOADED_LEVEL,
+    StoredImage,
+    clean_member_path,
+    config_diff_ids,
+    normalize_name,
+    parse_config,
 )
 
 if TYPE_CHECKING:

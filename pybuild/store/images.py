@@ -35,10 +35,22 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from pybuild.digest import sha256_digest
 from pybuild.errors import ConfigError, StoreError
+from pybuild.image.config import History, ImageConfig, RootFS
 from pybuild.image.spec import (
-    DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST, Descriptor, History, ImageConfig,
-    Manifest, RootFS, format_rfc3339, host_platform, layer_compression, layer_media_type, parse_document,
-    source_date_epoch, to_docker_media_type, to_oci_media_type,
+    DOCKER_CONFIG,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_MANIFEST,
+    Descriptor,
+    Manifest,
+    format_rfc3339,
+    host_platform,
+    layer_compression,
+    layer_media_type,
+    parse_document,
+    source_date_epoch,
+    to_docker_media_type,
+    to_oci_media_type,
 )
 from pybuild.record import record
 

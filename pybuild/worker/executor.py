@@ -32,8 +32,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import secrets
+import select
 import shutil
 import signal
 import subprocess

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest

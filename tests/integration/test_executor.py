@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
-import shutil
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +27,13 @@ import pytest
 
 from pybuild.errors import StepFailed
 from pybuild.worker import executor
-from pybuild.worker.executor import ProcessCancelled, ProcessFailed, ProcessTimedOut, RuntimeFailed, run_process
+from pybuild.worker.executor import (
+    ProcessCancelled,
+    ProcessFailed,
+    ProcessTimedOut,
+    RuntimeFailed,
+    run_process,
+)
 from pybuild.worker.types import NetworkMode, ProcessSpec
 from pybuild.worker.users import UserNotFound
 

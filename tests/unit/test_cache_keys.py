@@ -7,8 +7,15 @@ from typing import Any
 
 import pytest
 
-from pybuild.cache.keys import (PROXY_ARGS, CacheKeyInput, cache_key, content_from, describe, is_secret_name,
-                                select_build_args)
+from pybuild.cache.keys import (
+    PROXY_ARGS,
+    CacheKeyInput,
+    cache_key,
+    content_from,
+    describe,
+    is_secret_name,
+    select_build_args,
+)
 from pybuild.errors import InternalError
 
 PARENT = "sha256:" + "1" * 64

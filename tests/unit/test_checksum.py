@@ -21,7 +21,13 @@ import pytest
 import xxhash
 
 from pybuild.context.checksum import (
-    READS, Checksummer, TreeChecksums, display_path, encode_header, hex_checksum, read_xattrs,
+    READS,
+    Checksummer,
+    TreeChecksums,
+    display_path,
+    encode_header,
+    hex_checksum,
+    read_xattrs,
 )
 from pybuild.context.entry import Entry, entry_from_stat, kind_of
 from pybuild.errors import ContextError

@@ -14,7 +14,12 @@ import pytest
 
 from pybuild.context.checksum import READS
 from pybuild.context.context import (
-    ContextHasher, checksum_paths, checksum_selection, list_files, list_sources, open_context,
+    ContextHasher,
+    checksum_paths,
+    checksum_selection,
+    list_files,
+    list_sources,
+    open_context,
 )
 from pybuild.errors import ContextError
 

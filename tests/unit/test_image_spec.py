@@ -14,13 +14,39 @@ from hypothesis import strategies as st
 from pybuild.digest import canonical_json, digest_hex, parse_digest, sha256_digest, validate_digest
 from pybuild.errors import ConfigError, InternalError, StoreError
 from pybuild.image import spec
+from pybuild.image.config import ContainerConfig, Healthcheck, History, ImageConfig, RootFS
 from pybuild.image.spec import (
-    DOCKER_CONFIG, DOCKER_FOREIGN_LAYER_GZIP, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST, EMPTY_DESCRIPTOR, OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP,
-    OCI_LAYER_ZSTD, OCI_MANIFEST, OCI_NONDIST_LAYER_GZIP, ContainerConfig, Descriptor, Healthcheck, History,
-    ImageConfig, Index, Manifest, Platform, RootFS, format_rfc3339, host_platform, layer_compression,
-    layer_media_type, normalize_platform, parse_document, parse_platform, source_date_epoch, to_descriptor,
-    to_docker_media_type, to_oci_media_type, to_pairs,
+    DOCKER_CONFIG,
+    DOCKER_FOREIGN_LAYER_GZIP,
+    DOCKER_LAYER,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    EMPTY_DESCRIPTOR,
+    OCI_CONFIG,
+    OCI_EMPTY,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+    OCI_NONDIST_LAYER_GZIP,
+    Descriptor,
+    Index,
+    Manifest,
+    Platform,
+    format_rfc3339,
+    host_platform,
+    layer_compression,
+    layer_media_type,
+    normalize_platform,
+    parse_document,
+    parse_platform,
+    source_date_epoch,
+    to_descriptor,
+    to_docker_media_type,
+    to_oci_media_type,
+    to_pairs,
 )
 from pybuild.record import replace
 

@@ -9,7 +9,8 @@ import pytest
 from pybuild.dockerfile.instructions import to_stages
 from pybuild.dockerfile.parser import parse
 from pybuild.errors import DockerfileError
-from pybuild.image.spec import ContainerConfig, History, ImageConfig, Platform
+from pybuild.image.config import ContainerConfig, History, ImageConfig
+from pybuild.image.spec import Platform
 from pybuild.plan.convert import convert
 from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, ImageSourceOp, Plan
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from pybuild.context import statcache
 from pybuild.context.checksum import READS, Checksummer
 from pybuild.context.context import checksum_context, open_context
 from pybuild.context.ignore import PatternMatcher
-from pybuild.context import statcache
 from pybuild.context.statcache import StatCache
 from pybuild.context.walk import walk
 from pybuild.context.wholetree import checksum_whole_tree
