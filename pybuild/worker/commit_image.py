@@ -1,0 +1,113 @@
+"""Turn the results of a planned build into an image in the local store (what `type=image` exports keep).
+
+Who uses it: the build front door after the solver ran every op of the target; the integration tests.
+
+Layout mirrors `store.images.import_rootfs`: each new layer is stored once, uncompressed, as the blob named
+by its diffID (`layers` row), plus its gzip form through `images.layer_blob` (compressed once per diffID).
+The config is `plan.image` with the new diffIDs appended to the base's and `created` filled in (the plan
+leaves it None unless SOURCE_DATE_EPOCH is set); then the manifest, the `images` row, and the tags last,
+so an interrupted commit leaves only unreferenced blobs for `prune`.
+
+The runtime's /etc/hosts, /etc/resolv.conf and /etc/hostname are bind-mounted into RUN containers and
+never belong in a layer: they are excluded from every exported diff.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pybuild.errors import InternalError
+from pybuild.image.config import RootFS
+from pybuild.image.spec import OCI_CONFIG, OCI_MANIFEST, Descriptor, Manifest, format_rfc3339, layer_media_type
+from pybuild.plan.ops import Plan
+from pybuild.record import replace
+from pybuild.store.cas import BlobWriter
+from pybuild.store.images import StoredImage, layer_blob, normalize_name
+from pybuild.store.store import Store
+from pybuild.worker.dispatch import StepResult
+from pybuild.worker.snapshots import Snapshots
+from pybuild.worker.spec import ETC_FILES
+
+__all__ = ["commit_image", "export_step_layer"]
+
+RUNTIME_FILES = frozenset("/etc/" + name for name in ETC_FILES)
+
+
+class _Sink:
+    """A BlobWriter as the `Writable` the layer tar writer needs."""
+
+    def __init__(self, writer: BlobWriter) -> None:
+        self.writer = writer
+
+    def write(self, data: Any, /) -> int:
+        self.writer.write(data)
+        return len(data)
+
+
+def export_step_layer(store: Store, snapshots: Snapshots, snapshot_id: str,
+                      epoch: int | None = None) -> tuple[str, int]:
+    """Store the diff of step snapshot `snapshot_id` as an uncompressed layer blob; returns (diffID, size)."""
+    snap = snapshots.get(snapshot_id)
+    with store.blobs.writer() as writer:
+        diff_id, size = snapshots.export_layer(snap, _Sink(writer), clamp_mtime=epoch, exclude=RUNTIME_FILES)
+        writer.commit(diff_id)
+    store.index.record_blob(diff_id, size, layer_media_type("uncompressed"))
+    store.index.record_layer(diff_id, size)
+    return diff_id, size
+
+
+def commit_image(store: Store, snapshots: Snapshots, plan: Plan, results: Mapping[str, StepResult],
+                 tags: Sequence[str] = (), *, epoch: int | None = None) -> StoredImage:
+    """Store the image `plan` built (its layer ops' results in `results`, by digest) and point `tags` at it.
+
+    `epoch` (SOURCE_DATE_EPOCH) clamps file mtimes in new layers and is the `created` time when the plan
+    has none; otherwise `created` is now.
+    """
+    stored_tags = [normalize_name(tag) for tag in tags]  # bad names fail before anything is written
+    created = plan.image.created or format_rfc3339(epoch if epoch is not None else int(time.time()))
+    with store.shared_lock():
+        new_ids: list[str] = []
+        for digest in plan.layers:
+            result = results.get(digest)
+            if result is None or not result.chain:
+                raise InternalError(f"layer op {digest} has no committed result")
+            new_ids.append(export_step_layer(store, snapshots, result.chain[-1], epoch)[0])
+        diff_ids = plan.image.rootfs.diff_ids + tuple(new_ids)
+        history = tuple(h if h.created is not None else replace(h, created=created) for h in plan.image.history)
+        _check_history(history, diff_ids)
+        image_config = replace(plan.image, created=created, rootfs=RootFS(diff_ids=diff_ids), history=history)
+        return _store_image(store, image_config.to_bytes(), diff_ids, _platform(image_config.to_dict()),
+                            stored_tags)
+
+
+def _check_history(history: Sequence[Any], diff_ids: Sequence[str]) -> None:
+    layered = sum(1 for h in history if not h.empty_layer)
+    if history and layered != len(diff_ids):
+        raise InternalError(f"the image history names {layered} layers but the image has {len(diff_ids)}")
+
+
+def _platform(config: Mapping[str, Any]) -> str:
+    parts = (config.get("os"), config.get("architecture"), config.get("variant"))
+    return "/".join(p for p in parts if isinstance(p, str) and p)
+
+
+def _store_image(store: Store, config_bytes: bytes, diff_ids: Sequence[str], platform: str,
+                 tags: Sequence[str]) -> StoredImage:
+    layers: list[Descriptor] = []
+    for diff_id in diff_ids:
+        digest, size = layer_blob(store, diff_id, "gzip")
+        layers.append(Descriptor(layer_media_type("gzip"), digest, size))
+    config_digest, _ = store.put_bytes(config_bytes, OCI_CONFIG)
+    manifest = Manifest(Descriptor(OCI_CONFIG, config_digest, len(config_bytes)), tuple(layers))
+    data = manifest.to_bytes()
+    manifest_digest, _ = store.put_bytes(data, OCI_MANIFEST)
+    size = sum(layer.size for layer in layers) + len(config_bytes)
+    store.index.record_image(manifest_digest, config_digest, platform, size)
+    for tag in tags:
+        store.index.set_tag(tag, manifest_digest)
+    config: dict[str, Any] = json.loads(config_bytes)
+    return StoredImage(tags[0] if tags else None, manifest_digest, data, manifest, config_digest, config_bytes,
+                       config, tuple(diff_ids))
