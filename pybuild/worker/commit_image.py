@@ -21,7 +21,14 @@ from typing import Any
 
 from pybuild.errors import InternalError
 from pybuild.image.config import RootFS
-from pybuild.image.spec import OCI_CONFIG, OCI_MANIFEST, Descriptor, Manifest, format_rfc3339, layer_media_type
+from pybuild.image.spec import (
+    OCI_CONFIG,
+    OCI_MANIFEST,
+    Descriptor,
+    Manifest,
+    format_rfc3339,
+    layer_media_type,
+)
 from pybuild.plan.ops import Plan
 from pybuild.record import replace
 from pybuild.store.cas import BlobWriter

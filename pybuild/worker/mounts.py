@@ -60,7 +60,6 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from types import TracebackType
@@ -68,13 +67,13 @@ from types import TracebackType
 from pybuild.dockerfile.mounts import Mount
 from pybuild.errors import ConfigError, ContextError, DockerfileError, InternalError, StepFailed, UserError
 from pybuild.paths import store_root
+from pybuild.worker.rootfs_path import host_path, secure_join
 from pybuild.worker.secrets import SecretStore
 from pybuild.worker.types import HostMount
 
 StageResolver = Callable[[str], str]
 """Resolves a `from=` value (stage name, stage index or image reference) to a host directory."""
 
-_MAX_LINKS = 255
 _POLL = 0.05
 
 
@@ -155,47 +154,8 @@ def prepare_mounts(
 # --- paths inside a root ---------------------------------------------------------------------------------
 
 
-def resolve_in_root(root: str, path: str) -> str:
-    """The absolute path `path` names inside `root`, symlinks resolved as if `root` were `/`.
-
-    Like securejoin: an absolute link restarts at `root`, `..` never goes above it, missing components are
-    kept literally. Returns a container-style path (`/a/b`); the host path is `root + result`.
-    """
-    pending = deque(_parts(path))
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        part = pending.popleft()
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        host = os.path.join(root, *resolved, part)
-        try:
-            info = os.lstat(host)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(part)
-            continue
-        if not stat.S_ISLNK(info.st_mode):
-            resolved.append(part)
-            continue
-        links += 1
-        if links > _MAX_LINKS:
-            raise UserError(f"too many levels of symbolic links resolving {path}")
-        link = os.readlink(host)
-        if link.startswith("/"):
-            resolved = []
-        pending.extendleft(reversed(_parts(link)))
-    return "/" + "/".join(resolved)
-
-
 def _parts(path: str) -> list[str]:
     return [part for part in path.split("/") if part and part != "."]
-
-
-def host_path(root: str, container_path: str) -> str:
-    """`root` joined with an already resolved absolute path."""
-    return os.path.join(root, container_path.lstrip("/")) if container_path != "/" else root
 
 
 class _Stubs:
@@ -210,7 +170,7 @@ class _Stubs:
 
         With `keep`, what is created here stays after the run (bind and tmpfs mount points).
         """
-        resolved = resolve_in_root(rootfs, target)
+        resolved = secure_join(rootfs, target)
         if resolved == "/":
             raise DockerfileError(f'invalid mount target "{target}"')
         parts = _parts(resolved)
@@ -332,7 +292,7 @@ class _Preparer:
             root, where = self.context_dir, "the build context"
         else:
             raise ContextError(f"RUN --mount=type={kind} from the build context needs a context (none given)")
-        path = host_path(root, resolve_in_root(root, mount.source or "/"))
+        path = host_path(root, secure_join(root, mount.source or "/"))
         if not os.path.lexists(path):
             error = DockerfileError if mount.from_ else ContextError
             raise error(f"{kind} mount source {mount.source or '/'} not found in {where}")

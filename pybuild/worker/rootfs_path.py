@@ -28,7 +28,7 @@ from types import TracebackType
 from pybuild.errors import StepFailed
 from pybuild.record import record
 
-__all__ = ["Resolved", "RootDir", "clean_path"]
+__all__ = ["Resolved", "RootDir", "clean_path", "host_path", "secure_join"]
 
 _MAX_HOPS = 255
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -47,6 +47,48 @@ def clean_path(path: str) -> str:
         elif seg not in ("", "."):
             out.append(seg)
     return "/" + "/".join(out)
+
+
+def secure_join(root: str, path: str) -> str:
+    """The absolute container path `path` names inside `root`, symlinks resolved as if `root` were `/`.
+
+    Lexical, like securejoin: an absolute link restarts at `root`, `..` never goes above it, missing
+    components are kept literally. For paths nobody else is changing (a rootfs before its container runs,
+    files read from it); `RootDir` is the fd-based walk for paths a concurrent writer could swap.
+    Raises StepFailed on a symlink loop. The host path is `host_path(root, result)`.
+    """
+    pending = [part for part in path.split("/") if part and part != "."]
+    pending.reverse()
+    resolved: list[str] = []
+    hops = 0
+    while pending:
+        part = pending.pop()
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        host = os.path.join(root, *resolved, part)
+        try:
+            info = os.lstat(host)
+        except (FileNotFoundError, NotADirectoryError):
+            resolved.append(part)
+            continue
+        if not stat.S_ISLNK(info.st_mode):
+            resolved.append(part)
+            continue
+        hops += 1
+        if hops > _MAX_HOPS:
+            raise StepFailed(f"too many levels of symbolic links resolving {path}")
+        link = os.readlink(host)
+        if link.startswith("/"):
+            resolved = []
+        pending.extend(reversed([part for part in link.split("/") if part and part != "."]))
+    return "/" + "/".join(resolved)
+
+
+def host_path(root: str, container_path: str) -> str:
+    """`root` joined with an already resolved absolute container path."""
+    return os.path.join(root, container_path.lstrip("/")) if container_path != "/" else root
 
 
 @record

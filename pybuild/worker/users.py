@@ -15,15 +15,14 @@ at `/etc/passwd` or `../../../etc/passwd` reads the image's file (or nothing), n
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 
 from pybuild.errors import StepFailed
 from pybuild.record import record
+from pybuild.worker.rootfs_path import host_path, secure_join
 
 MAX_ID = 2**31 - 1
-_MAX_SYMLINKS = 40
 
 
 @record
@@ -117,9 +116,8 @@ def _read_db(rootfs: str, path: str) -> list[list[str]]:
 def read_in_root(rootfs: str, path: str) -> bytes | None:
     """Read regular file `path` as seen from inside `rootfs`, or None when it does not exist there."""
     try:
-        host_path = resolve_in_root(rootfs, path)
-        fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
+        fd = os.open(resolve_in_root(rootfs, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except (OSError, StepFailed):  # missing, unreadable, or a symlink loop: as if absent
         return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -133,38 +131,7 @@ def read_in_root(rootfs: str, path: str) -> bytes | None:
 
 
 def resolve_in_root(rootfs: str, path: str) -> str:
-    """The host path of `path` inside `rootfs`, following symlinks as if `rootfs` were `/`.
-
-    `..` stops at the root and absolute link targets restart from it, so the result is always under
-    `rootfs`. The last component is resolved too. Raises OSError(ELOOP) on symlink loops.
-    """
+    """The host path of `path` inside `rootfs`, following symlinks as if `rootfs` were `/`
+    (`rootfs_path.secure_join`), so the result is always under `rootfs`."""
     root = os.path.abspath(rootfs)
-    todo = [p for p in path.split("/") if p]
-    todo.reverse()
-    done: list[str] = []
-    links = 0
-    while todo:
-        part = todo.pop()
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        candidate = os.path.join(root, *done, part)
-        try:
-            mode = os.lstat(candidate).st_mode
-        except FileNotFoundError:
-            done.append(part)
-            continue
-        if not stat.S_ISLNK(mode):
-            done.append(part)
-            continue
-        links += 1
-        if links > _MAX_SYMLINKS:
-            raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            done = []
-        todo.extend(reversed([p for p in target.split("/") if p]))
-    return os.path.join(root, *done)
+    return host_path(root, secure_join(root, path))

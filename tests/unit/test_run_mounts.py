@@ -16,7 +16,8 @@ import pytest
 
 from pybuild.dockerfile.mounts import Mount, parse_mount
 from pybuild.errors import ConfigError, ContextError, DockerfileError, StepFailed
-from pybuild.worker.mounts import PreparedMounts, prepare_mounts, resolve_in_root
+from pybuild.worker.mounts import PreparedMounts, prepare_mounts
+from pybuild.worker.rootfs_path import secure_join as resolve_in_root
 from pybuild.worker.secrets import SecretSpec, SecretStore, parse_secret_flag
 
 SECRET = b"s3cr3t-VALUE-42"
