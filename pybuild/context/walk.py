@@ -40,7 +40,7 @@ from pybuild.context.ignore import MatchInfo, PatternMatcher
 from pybuild.errors import ContextError
 from pybuild.record import fields, record
 
-__all__ = ["SkipHandler", "WalkFilter", "walk", "walk_chain"]
+__all__ = ["SkipHandler", "WalkFilter", "read_dir", "walk", "walk_chain"]
 
 SkipHandler = Callable[[str, str], None]
 """`on_skip(path, reason)`: told about entries the walk leaves out (sockets, FIFOs, devices)."""
@@ -181,8 +181,9 @@ def _check_root(root: str) -> None:
         raise ContextError(f"context path is not a directory: {root}")
 
 
-def _read_dir(path: str, rel: str) -> list[os.DirEntry[str]]:
-    """The entries of directory `path` sorted by name (as bytes, like Go), read and closed at once."""
+def read_dir(path: str, rel: str) -> list[os.DirEntry[str]]:
+    """The entries of directory `path` (shown as `rel`) sorted by name bytes (Go's order), read and closed at
+    once; also the order of the Merkle checksums (`wholetree.py`)."""
     try:
         with os.scandir(path) as it:
             entries = list(it)
@@ -224,7 +225,7 @@ def _entry(de: os.DirEntry[str], rel: str, on_skip: SkipHandler | None) -> Entry
 
 def _walk_all(root: str, on_skip: SkipHandler | None) -> Iterator[Entry]:
     """The unfiltered walk: every entry, no matching (the common case, so `_entry` is inlined here)."""
-    stack: list[tuple[Iterator[os.DirEntry[str]], str]] = [(iter(_read_dir(root, "")), "")]
+    stack: list[tuple[Iterator[os.DirEntry[str]], str]] = [(iter(read_dir(root, "")), "")]
     kinds = _KINDS
     while stack:
         entries, prefix = stack.pop()
@@ -245,7 +246,7 @@ def _walk_all(root: str, on_skip: SkipHandler | None) -> Iterator[Entry]:
             yield entry
             if kind == "dir":
                 stack.append((entries, prefix))
-                stack.append((iter(_read_dir(de.path, rel)), rel + "/"))
+                stack.append((iter(read_dir(de.path, rel)), rel + "/"))
                 break
 
 
@@ -285,7 +286,7 @@ def _decide(
 
 
 def _walk_filtered(root: str, layers: Sequence[_Layer], on_skip: SkipHandler | None) -> Iterator[Entry]:
-    stack = [_Frame(_read_dir(root, ""), "", [_ROOT_STATE] * len(layers), None)]
+    stack = [_Frame(read_dir(root, ""), "", [_ROOT_STATE] * len(layers), None)]
     held = 0  # how many frames on the stack hold a directory that has not been emitted yet
     while stack:
         frame = stack[-1]
@@ -307,7 +308,7 @@ def _walk_filtered(root: str, layers: Sequence[_Layer], on_skip: SkipHandler | N
                 held = 0
             yield entry
         if is_dir:
-            children = _read_speculative(de.path, rel) if action == _SPECULATE else _read_dir(de.path, rel)
+            children = _read_speculative(de.path, rel) if action == _SPECULATE else read_dir(de.path, rel)
             if children:
                 stack.append(_Frame(children, rel, states, de if action != _PASS else None))
                 held += action != _PASS
@@ -319,7 +320,7 @@ def _read_speculative(path: str, rel: str) -> list[os.DirEntry[str]]:
     Unreadable means empty, as in fsutil (which ignores permission errors on skipped paths).
     """
     try:
-        return _read_dir(path, rel)
+        return read_dir(path, rel)
     except ContextError:
         return []
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pybuild.context.checksum import Checksummer, TreeChecksums, display_path
 from pybuild.context.entry import entry_from_stat
 from pybuild.context.statcache import KEY
+from pybuild.context.walk import read_dir
 from pybuild.errors import ContextError
 
 _IFMT = 0o170000
@@ -65,7 +66,7 @@ class _Walker:
         names: list[str] = []
         sums: list[bytes] = []
         get, pack, nodes, excluded = self.get, self.pack, self.nodes, self.excluded
-        for de in _read_dir(host, prefix):
+        for de in read_dir(host, prefix.rstrip("/")):
             path = prefix + de.name
             if excluded is not None and excluded(path):
                 continue
@@ -109,28 +110,6 @@ class _Walker:
         except UnicodeEncodeError:
             joined = "\0".join(names).encode("utf-8", "surrogateescape")
         return digest(digest(own) + _U32.pack(len(names)) + joined + b"\0" + b"".join(sums))
-
-
-def _read_dir(host: str, prefix: str) -> list[os.DirEntry[str]]:
-    """A directory's entries sorted by name bytes (the Merkle order), read and closed at once."""
-    try:
-        with os.scandir(host) as it:
-            entries = list(it)
-    except OSError as exc:
-        raise _error(prefix.rstrip("/") or ".", exc) from exc
-    if "".join(e.name for e in entries).isascii():
-        entries.sort(key=_name)
-    else:
-        entries.sort(key=_name_bytes)
-    return entries
-
-
-def _name(entry: os.DirEntry[str]) -> str:
-    return entry.name
-
-
-def _name_bytes(entry: os.DirEntry[str]) -> bytes:
-    return os.fsencode(entry.name)
 
 
 def _error(path: str, exc: OSError) -> ContextError:
