@@ -36,21 +36,13 @@ from pybuild.worker.executor import (
 )
 from pybuild.worker.types import NetworkMode, ProcessSpec
 from pybuild.worker.users import UserNotFound
+from tests.bases import need
 
 pytestmark = [pytest.mark.root, pytest.mark.tools]
 
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "echo", "cat", "id", "hostname", "ls", "wget", "nc", "sleep", "true", "false", "wc", "grep")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip with `reason` when `condition` is false; in CI (CI set) fail instead, since CI installs it all."""
-    if condition:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI installs it: scripts/setup.sh)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(params=["runc", "crun"])

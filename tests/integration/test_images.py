@@ -18,18 +18,10 @@ from pathlib import Path
 import pytest
 
 from pybuild.cli.main import main
+from tests.bases import need
 
 BUSYBOX = "/bin/busybox"
 EPOCH = "1700000000"
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip with `reason` when `condition` is false; in CI (CI set) fail instead, since CI installs it all."""
-    if condition:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI installs it: scripts/setup.sh)")
-    pytest.skip(reason)
 
 
 def _add(tar: tarfile.TarFile, name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", mode: int = 0o644,

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_images import CLI, busybox, busybox_rootfs, cli, need  # noqa: F401 (fixtures)
+from tests.bases import need
+from tests.integration.test_images import CLI, busybox, busybox_rootfs, cli  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.tools
 
