@@ -47,7 +47,7 @@ from pybuild.context.ignore import PatternMatcher, filepath_match
 from pybuild.errors import ContextError
 from pybuild.record import record, replace
 
-__all__ = ["CopyItem", "EntryView", "TreeView", "include_patterns", "resolve_dest", "select_sources"]
+__all__ = ["CopyItem", "EntryView", "TreeView", "clean_rel", "include_patterns", "resolve_dest", "select_sources"]
 
 _MAX_LINK_HOPS = 255  # like the kernel's MAXSYMLINKS: a longer chain is a loop
 _DIR_MODE = 0o040755
@@ -136,7 +136,7 @@ def _name_key(entry: Entry) -> str:
     return _name(entry.path)
 
 
-def _clean_rel(path: str) -> str:
+def clean_rel(path: str) -> str:
     """`path` cleaned as if absolute, then made relative: '', '.', '..' segments go; '..' stops at the root."""
     out: list[str] = []
     for seg in path.split("/"):
@@ -166,7 +166,7 @@ def resolve_dest(dest: str, workdir: str = "/") -> tuple[str, bool]:
     """
     names_dir = dest in ("", ".") or dest.endswith(("/", "/."))
     full = dest if dest.startswith("/") else f"{workdir}/{dest}"
-    return "/" + _clean_rel(full), names_dir
+    return "/" + clean_rel(full), names_dir
 
 
 # ---------------------------------------------------------------------------------------------- patterns
@@ -195,7 +195,7 @@ def _matcher(patterns: Sequence[str], what: str) -> PatternMatcher:
     for raw in patterns:
         text = raw.strip()
         negate = text.startswith("!")
-        body = _clean_rel(text[1:].strip() if negate else text)
+        body = clean_rel(text[1:].strip() if negate else text)
         if negate and not text[1:].strip():
             raise ContextError(f'illegal exclusion pattern in {what}: "{raw}"')
         if body:
@@ -308,7 +308,7 @@ def select_sources(
         for src in sources:
             items.update((item.dest, item) for item in _select_parents(src, view, dest_path, opts))
     else:
-        tops = [(src, top) for src in sources for top in _tops(src, _clean_rel(src), view, opts)]
+        tops = [(src, top) for src in sources for top in _tops(src, clean_rel(src), view, opts)]
         if (len(sources) > 1 or len(tops) > 1) and not names_dir:
             raise ContextError(f"When using {instruction} with more than one source file, "
                                "the destination must be a directory and end with a /")
@@ -414,7 +414,7 @@ def _select_parents(src: str, view: TreeView, dest: str, opts: _Options) -> Iter
     parent_raw, pivot, pattern_raw = src.partition("/./")
     if not pivot:
         parent_raw, pattern_raw = "", src
-    parent, pattern = _clean_rel(parent_raw), _clean_rel(pattern_raw)
+    parent, pattern = clean_rel(parent_raw), clean_rel(pattern_raw)
     wild = _has_wildcards(parent) or _has_wildcards(pattern)
     full = f"{parent}/{pattern}".strip("/")
     if not wild and _resolve(view, full, follow_last=False, shown=src) is None:
@@ -451,7 +451,7 @@ def _missing(shown: str, rel: str, view: TreeView, opts: _Options) -> ContextErr
 
 
 def _dangling(shown: str, rel: str, opts: _Options) -> ContextError:
-    where = f'"{rel}"' if rel != _clean_rel(shown) else "it"
+    where = f'"{rel}"' if rel != clean_rel(shown) else "it"
     return ContextError(f'{opts.instruction} source "{shown}": {where} is a symbolic link that does not '
                         f"resolve inside {opts.where}")
 
@@ -466,7 +466,7 @@ def include_patterns(sources: Sequence[str], *, parents: bool = False) -> tuple[
     `select_sources` reports a dangling link.
     """
     del parents  # the pivot and the pattern join back into the path the source names
-    cleaned = {_clean_rel(src) for src in sources}
+    cleaned = {clean_rel(src) for src in sources}
     if "" in cleaned:
         return ()
     return tuple(sorted(cleaned))

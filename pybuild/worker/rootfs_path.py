@@ -25,6 +25,7 @@ import stat
 from collections.abc import Callable
 from types import TracebackType
 
+from pybuild.context.sources import clean_rel
 from pybuild.errors import StepFailed
 from pybuild.record import record
 
@@ -39,14 +40,7 @@ DirMaker = Callable[[int, str], None]
 
 def clean_path(path: str) -> str:
     """`path` cleaned as an absolute container path ('..' stops at '/')."""
-    out: list[str] = []
-    for seg in path.split("/"):
-        if seg == "..":
-            if out:
-                out.pop()
-        elif seg not in ("", "."):
-            out.append(seg)
-    return "/" + "/".join(out)
+    return "/" + clean_rel(path)
 
 
 def secure_join(root: str, path: str) -> str:
