@@ -82,8 +82,8 @@ class BlobWriter:
         """Bytes written so far."""
         return self._size
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append `data` to the blob."""
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        """Append `data` to the blob; returns its length (a file's `write`, so writers can target a blob)."""
         if self._done:
             raise StoreError("write to a blob writer that is already committed or aborted")
         try:
@@ -93,6 +93,7 @@ class BlobWriter:
             raise self._store.translate(exc, "writing blob") from exc
         self._hash.update(data)
         self._size += len(data)
+        return len(data)
 
     def commit(self, expected_digest: str | None = None) -> tuple[str, int]:
         """Name the blob; StoreError (and nothing stored) if its digest is not `expected_digest`."""

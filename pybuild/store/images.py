@@ -55,7 +55,6 @@ from pybuild.image.spec import (
 from pybuild.record import record
 
 if TYPE_CHECKING:
-    from pybuild.store.cas import BlobWriter
     from pybuild.store.store import Store
 
 __all__ = [
@@ -125,17 +124,6 @@ class ImageSummary:
     created: str | None
     size: int
     platform: str
-
-
-class _Sink:
-    """A BlobWriter seen as the `Writable` the tar writer and the compressor write to."""
-
-    def __init__(self, writer: BlobWriter) -> None:
-        self.writer = writer
-
-    def write(self, data: Any, /) -> int:
-        self.writer.write(data)
-        return len(data)
 
 
 # --- names ----------------------------------------------------------------------------------------------
@@ -288,7 +276,7 @@ def layer_blob(store: Store, diff_id: str, compression: str, level: int | None =
             store.index.touch(row.digest)
             return row.digest, row.size
     with store.blobs.open(diff_id, verify=True) as src, store.blobs.writer() as writer:
-        compress(src, _Sink(writer), compression, wanted)
+        compress(src, writer, compression, wanted)
         digest, size = writer.commit()
     store.index.record_blob(digest, size, layer_media_type(compression))
     store.index.record_compressed(diff_id, compression, wanted, digest, size)
@@ -371,14 +359,14 @@ def _import_layer(store: Store, path: str, epoch: int | None) -> tuple[str, int]
     try:
         if _entries_sorted(path):
             with _open_input(path) as src, store.blobs.writer() as writer:
-                diff_id, size = write_entries(_streamed(iter_layer(src)), _Sink(writer), clamp_mtime=epoch,
+                diff_id, size = write_entries(_streamed(iter_layer(src)), writer, clamp_mtime=epoch,
                                               sort=False)
                 writer.commit(diff_id)
         else:
             with tempfile.TemporaryDirectory(prefix="import-", dir=store.blobs.tmp_dir) as spool:
                 entries = _spooled(path, spool)
                 with store.blobs.writer() as writer:
-                    diff_id, size = write_entries(entries, _Sink(writer), clamp_mtime=epoch)
+                    diff_id, size = write_entries(entries, writer, clamp_mtime=epoch)
                     writer.commit(diff_id)
     except StoreError as exc:
         raise StoreError(f"cannot import {path}: {exc.message}") from None

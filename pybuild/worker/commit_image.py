@@ -31,7 +31,6 @@ from pybuild.image.spec import (
 )
 from pybuild.plan.ops import Plan
 from pybuild.record import replace
-from pybuild.store.cas import BlobWriter
 from pybuild.store.images import StoredImage, layer_blob, normalize_name
 from pybuild.store.store import Store
 from pybuild.worker.dispatch import StepResult
@@ -43,23 +42,12 @@ __all__ = ["commit_image", "export_step_layer"]
 RUNTIME_FILES = frozenset("/etc/" + name for name in ETC_FILES)
 
 
-class _Sink:
-    """A BlobWriter as the `Writable` the layer tar writer needs."""
-
-    def __init__(self, writer: BlobWriter) -> None:
-        self.writer = writer
-
-    def write(self, data: Any, /) -> int:
-        self.writer.write(data)
-        return len(data)
-
-
 def export_step_layer(store: Store, snapshots: Snapshots, snapshot_id: str,
                       epoch: int | None = None) -> tuple[str, int]:
     """Store the diff of step snapshot `snapshot_id` as an uncompressed layer blob; returns (diffID, size)."""
     snap = snapshots.get(snapshot_id)
     with store.blobs.writer() as writer:
-        diff_id, size = snapshots.export_layer(snap, _Sink(writer), clamp_mtime=epoch, exclude=RUNTIME_FILES)
+        diff_id, size = snapshots.export_layer(snap, writer, clamp_mtime=epoch, exclude=RUNTIME_FILES)
         writer.commit(diff_id)
     store.index.record_blob(diff_id, size, layer_media_type("uncompressed"))
     store.index.record_layer(diff_id, size)
