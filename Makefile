@@ -11,8 +11,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	$(PYBUILD) check -f fixtures/demo/Dockerfile
-	$(PYBUILD) parse --dump fixtures/demo/Dockerfile
+	bash scripts/demo.sh
 
 test: setup
 	$(PY) -m mypy

@@ -1,8 +1,8 @@
 """Progress events: what the solver reports while it builds, and the `Sink` that receives them.
 
-The solver (`pybuild.solve`) makes these records; the CLI's renderers (rich or plain, later) consume them
-through the `Sink` protocol. A step is one op of the plan, named by its digest. A step's events come in this
-order: `StepStarted`, then any `StepCached` / `StepOutput`, then exactly one of `StepDone`, `StepFailed` or
+The solver (`pybuild.solve`) and the build (`pybuild.api`: notes, the end) make these records; the CLI's
+renderers (`cli/progress_view.py`: tty, plain, quiet) consume them through the `Sink` protocol. A step
+is one op of the plan, named by its digest. A step's events come in this order: `StepStarted`, then any `StepCached` / `StepOutput`, then exactly one of `StepDone`, `StepFailed` or
 `StepCanceled`. A step whose identical work already ran (single flight) gets a lone `StepCached`.
 
 The solver serializes calls to `emit` (one at a time, from worker threads), so a sink need not lock.
@@ -68,7 +68,22 @@ class StepCanceled:
     duration: float
 
 
-Event = StepStarted | StepCached | StepOutput | StepDone | StepFailed | StepCanceled
+@record
+class BuildNote:
+    """A build-level line: a warning ("[Warning] One or more build-args ...") or an export phase."""
+
+    text: str
+
+
+@record
+class BuildFinished:
+    """The build ended after `duration` seconds, successfully or not (`ok`); always the last event."""
+
+    duration: float
+    ok: bool
+
+
+Event = StepStarted | StepCached | StepOutput | StepDone | StepFailed | StepCanceled | BuildNote | BuildFinished
 """Any progress event."""
 
 

@@ -32,6 +32,9 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/python -m pip install -q -e '.[test]'
   echo "$want" > "$stamp"
 fi
+# Byte-compile (a no-op when up to date): a build must not pay for compiling pybuild, and the environment
+# may forbid writing .pyc files at run time (PYTHONDONTWRITEBYTECODE).
+.venv/bin/python -m compileall -q pybuild >/dev/null
 
 # crun refuses cgroup v1 "hybrid" hosts whose cgroup2 hierarchy still holds controllers (here: hugetlb);
 # moving hugetlb to its own v1 hierarchy makes crun usable (runc works either way). Needs root; idempotent.

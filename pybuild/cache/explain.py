@@ -1,7 +1,7 @@
 """Why did a step miss the cache? Plain-words reasons, from the descriptions stored with cache entries.
 
-Used by `pybuild build --explain-cache` (later): for a step that missed, `explain_miss` takes its
-`keys.describe()` output, finds the most similar entry recorded for the same `step_id` (fewest
+Used by `pybuild build --explain-cache` (through `pybuild.steps`): for a step that missed, `explain_miss`
+takes its `keys.describe()` output, finds the most similar entry recorded for the same `step_id` (fewest
 differences; the most recently used on a tie) and lists what differs: a context file's checksum (by
 path), a build arg (by name; the value only when the name does not look secret), the instruction
 (command, env, user, …), a parent key ("a previous step changed"). The messages are lower-case facts, one
@@ -65,7 +65,8 @@ def _diff_definition(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
         if name == "build_args":
             reasons += _diff_args(_mapping(before), _mapping(after))
         elif name == "env":
-            reasons += _diff_env(_mapping(before), _mapping(after))
+            args = set(_mapping(old.get("build_args"))) | set(_mapping(new.get("build_args")))
+            reasons += _diff_env(_env(before), _env(after), skip=args)
         elif name in _TEXT_FIELDS:
             reasons.append(f"the instruction changed ({name})")
         else:
@@ -88,9 +89,17 @@ def _diff_args(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return reasons
 
 
-def _diff_env(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def _env(value: object) -> Mapping[str, Any]:
+    """An env as a mapping, whether described as one or as a `["K=V", ...]` list (a RUN's env)."""
+    if isinstance(value, (list, tuple)):
+        return dict(str(item).partition("=")[::2] for item in value)
+    return _mapping(value)
+
+
+def _diff_env(old: Mapping[str, Any], new: Mapping[str, Any], skip: set[str] | None = None) -> list[str]:
+    """Env differences; names in `skip` (build args, reported by `_diff_args`) are left out."""
     reasons: list[str] = []
-    for name in sorted(set(old) | set(new)):
+    for name in sorted((set(old) | set(new)) - (skip or set())):
         if name not in old:
             reasons.append(f"environment variable {name} was added")
         elif name not in new:
@@ -116,15 +125,26 @@ def _diff_content(old: list[tuple[str, str]], new: list[tuple[str, str]]) -> lis
     files: list[str] = []
     for path, checksum in new:
         if path not in before:
-            files.append(f"file added: {path}")
+            files.append(f"{_what(path)} added: {path}")
         elif before[path] != checksum:
-            files.append(f"file changed: {path}")
-    files += [f"file removed: {path}" for path, _ in old if path not in after]
+            files.append(f"{_what(path)} changed: {path}")
+    files += [f"{_what(path)} removed: {path}" for path, _ in old if path not in after]
+    # The selection's own checksum ("" in the content) and directories' checksums change with any file
+    # below them: name them only when no file explains the change (a selection too big to list).
+    specific = [line for line in files if line.startswith("file ")]
+    files = specific or [line for line in files if not line.endswith(": ")] or files
     if not files and old != new:
         return ["the order of the copied files changed"]
     if len(files) > MAX_FILES:
         files = files[:MAX_FILES] + [f"… and {len(files) - MAX_FILES} more files"]
     return files
+
+
+def _what(path: str) -> str:
+    """Content entries: `""` is the whole selection, a trailing `/` marks a directory, else a file."""
+    if not path:
+        return "the selected files"
+    return "directory" if path.endswith("/") else "file"
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

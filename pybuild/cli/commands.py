@@ -342,10 +342,20 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if key.strip().lower() != "until" or not sep:
             raise ConfigError(f"invalid prune filter {item!r}", hint="the filter prune takes is until=DURATION")
         until = _parse_until(value.strip())
+    from pybuild.cache.index import CacheIndex
+    from pybuild.worker.snapshots import Snapshots
+
     with _open_store() as store:
+        dropped: list[str] = []
+        if keep is not None or args.all:
+            # cache entries go least recently used first until their layers fit (all of them with --all)
+            dropped = CacheIndex(store).prune_lru(0 if args.all else keep or 0)
         report = store.prune(keep_storage=keep, until_seconds=until,
                              on_wait=lambda message: print(message, file=sys.stderr))
-    print(f"removed {len(report.removed)} blob(s), reclaimed {_human_size(report.reclaimed)}; "
+        with store.exclusive_lock():
+            snapshots = Snapshots.open(store).prune(store)
+    print(f"removed {len(dropped)} cache entr{'y' if len(dropped) == 1 else 'ies'}, {len(report.removed)} "
+          f"blob(s) and {snapshots} snapshot(s), reclaimed {_human_size(report.reclaimed)}; "
           f"the store now holds {_human_size(report.after)}")
     return 0
 

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pybuild import __version__
 from pybuild.errors import ConfigError, PybuildError, UserError
@@ -25,12 +25,35 @@ class _ArgParser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message}", hint=f"run '{self.prog} --help' for usage")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command-line grammar. Each subcommand sets `handler` to a function in `commands`."""
+class _Skipped:
+    """Stands in for the parser of a subcommand that is not being run: accepts and ignores everything."""
+
+    def __getattr__(self, name: str) -> Callable[..., _Skipped]:
+        return lambda *args, **kwargs: self
+
+
+class _OnlyOne:
+    """The subparsers action, adding only the subcommand `name` (argparse setup is ~1 ms per command)."""
+
+    def __init__(self, sub: Any, name: str | None) -> None:
+        self.sub = sub
+        self.name = name
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if self.name is None or name == self.name:
+            return self.sub.add_parser(name, **kwargs)
+        self.sub.choices[name] = None  # still a valid choice (never chosen: argv names `self.name`)
+        return _Skipped()
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command-line grammar (or, given `command`, only that subcommand's part). Each subcommand
+    sets `handler` to a function in `commands`."""
     parser = _ArgParser(prog="pybuild", description="A daemonless container image builder.")
     parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgParser)
+    sub: Any = _OnlyOne(parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgParser),
+                        command)
 
     p = sub.add_parser("parse", help="parse a Dockerfile and print its AST")
     fmt = p.add_mutually_exclusive_group()
@@ -54,11 +77,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_image_commands(sub)
 
-    # prefix_chars: take docker-build flags as plain words, so the answer is "not available", not a usage error
-    p = sub.add_parser("build", help="build an image (not available yet)", prefix_chars="\0", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(handler=_not_built("build"))
+    from pybuild.cli.buildcmd import add_build_parser
+
+    add_build_parser(sub)
     return parser
+
+
+COMMANDS = frozenset({"parse", "check", "context", "import", "load", "save", "images", "inspect", "history",
+                      "tag", "rmi", "du", "prune", "build"})
+
+
+def _with_command(argv: list[str]) -> list[str]:
+    """The headline `pybuild -t app:v1 -f Dockerfile .` means `pybuild build ...`: argv gets `build` when
+    its first word that is not a global flag is a flag (not `--help`/`--version`) or an existing path."""
+    for index, word in enumerate(argv):
+        if word in ("--debug",):
+            continue
+        if word in COMMANDS or word in ("-h", "--help", "--version"):
+            return argv
+        if not word.startswith("-") and not os.path.exists(word):
+            return argv  # a mistyped command: argparse names the valid ones
+        return argv[:index] + ["build"] + argv[index:]
+    return argv
 
 
 def _add_image_commands(sub: argparse._SubParsersAction[_ArgParser]) -> None:
@@ -115,18 +155,8 @@ def _add_image_commands(sub: argparse._SubParsersAction[_ArgParser]) -> None:
     p.add_argument("--keep-storage", metavar="SIZE", help="stop once the store is at most SIZE (e.g. 10GB)")
     p.add_argument("--filter", action="append", default=[], metavar="until=DURATION",
                    help="only remove blobs unused for longer than DURATION (e.g. until=24h)")
+    p.add_argument("--all", action="store_true", help="also drop every build cache entry")
     p.set_defaults(handler=_lazy("prune"))
-
-
-def _not_built(name: str) -> Handler:
-    """A handler for a command this version does not have yet: a clear error, never a fake result."""
-
-    def run(args: argparse.Namespace) -> int:
-        raise ConfigError(f"pybuild {name}: not available yet in pybuild {__version__}",
-                          hint="this version has: parse, check, context and the image commands "
-                               "(import, load, save, images, inspect, history, tag, rmi, du, prune)")
-
-    return run
 
 
 def _lazy(name: str) -> Handler:
@@ -148,7 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list or bool(os.environ.get("PYBUILD_DEBUG"))
     try:
-        args = build_parser().parse_args(args_list)
+        argv = _with_command(args_list)
+        command = next((word for word in argv if word in COMMANDS), None)
+        args = build_parser(command).parse_args(argv)
         handler: Handler | None = getattr(args, "handler", None)
         if handler is None:
             raise ConfigError("pybuild: no command given", hint="run 'pybuild --help' for the commands")

@@ -1,6 +1,6 @@
 """A build context opened for a build: the directory, its Dockerfile and ignore file, listings and checksums.
 
-Who uses it: the CLI (`pybuild context`) and, later, the planner, which asks for the checksum of what each
+Who uses it: the CLI (`pybuild context`) and the build (`pybuild.steps`), which asks for the checksum of what each
 COPY/ADD reads. Flow::
 
     ctx = open_context("app", "app/Dockerfile")          # validates, reads Dockerfile + ignore file

@@ -28,11 +28,11 @@ from pybuild.dockerfile.commands import (
     RunCommand,
     WorkdirCommand,
 )
-from pybuild.dockerfile.heredoc import chomp_heredoc_content
+from pybuild.dockerfile.heredoc import chomp_heredoc_content, parse_heredoc
 from pybuild.dockerfile.instructions import Stage, Stages, parse_instruction
 from pybuild.dockerfile.mounts import Mount, parse_mount
 from pybuild.dockerfile.shell import Lexer
-from pybuild.errors import ConfigError, DockerfileError, at
+from pybuild.errors import ConfigError, DockerfileError, InternalError, at
 from pybuild.image.config import ContainerConfig, ImageConfig
 from pybuild.image.spec import Platform, format_rfc3339, host_platform, parse_platform, source_date_epoch
 from pybuild.plan.convert_args import PROXY_ARGS, platform_args, resolve_meta_args
@@ -205,16 +205,28 @@ class _Converter:
             raise DockerfileError(f"unexpected instruction in a stage: {type(command).__name__}")
 
     def run_op(self, state: StageState, command: RunCommand) -> None:
-        args = command.cmd_line
-        heredocs = tuple((f.name, chomp_heredoc_content(f.data) if f.chomp else f.data)
-                         for f in command.files)
-        if command.prepend_shell:
-            script = args[0]
-            # `RUN <<EOF` alone: the heredoc body is the script (BuildKit's single-heredoc form).
-            only = r"\s*<<-?\s*[\"']?" + re.escape(heredocs[0][0]) + r"[\"']?\s*" if heredocs else ""
-            if len(heredocs) == 1 and re.fullmatch(only, script):
-                script, heredocs = heredocs[0][1], ()
-            args = state.run_shell + (script,)
+        # argv as BuildKit's dispatchRun builds it. Heredoc bodies are never expanded here: the shell
+        # expands them at run time (a shebang file is written verbatim).
+        args, script = command.cmd_line, ""
+        if command.files:
+            if len(args) != 1 or not command.prepend_shell:
+                raise InternalError(f"parsing produced an invalid run command: {list(args)}")
+            first = command.files[0]
+            if parse_heredoc(args[0]) is None:
+                # `RUN <<EOF python3`, `RUN cat <<A <<B`: the line and every body go to SHELL, which does
+                # the redirections (and the `<<-` tab stripping) itself.
+                args = state.run_shell + (args[0] + "".join(f"\n{f.data}{f.name}" for f in command.files),)
+            elif first.data.startswith("#!") and state.platform.os != "windows":
+                # One heredoc that is the whole command and starts with `#!` (tested before `<<-` strips
+                # tabs, as BuildKit does): a mode-0755 file at /dev/pipes/<name>, run without SHELL.
+                if first.name in ("", ".", "..") or "/" in first.name or "\0" in first.name:
+                    raise DockerfileError(f"invalid heredoc name for a script: {first.name!r}")
+                args = ("/dev/pipes/" + first.name,)
+                script = chomp_heredoc_content(first.data) if first.chomp else first.data
+            else:  # one heredoc, no shebang: SHELL + body (a "fake" heredoc, for shells without them)
+                args = state.run_shell + (chomp_heredoc_content(first.data) if first.chomp else first.data,)
+        elif command.prepend_shell:
+            args = state.run_shell + (" ".join(args),)
         env, names = state.scope.run_env()
         if not any(entry.startswith("PATH=") for entry in env):
             env.append(f"PATH={DEFAULT_PATH}")
@@ -222,11 +234,11 @@ class _Converter:
         mounts = tuple(self.mount_spec(state, mount, command.span) for mount in command.mounts)
         op = ExecOp(input=state.op, args=args, env=tuple(env), user=state.user, cwd=state.cwd,
                     network=command.network, security=command.security, mounts=mounts,
-                    build_args=tuple(names),
-                    heredocs=heredocs, platform=str(state.platform), proxy_env=proxies, spans=(command.span,))
+                    build_args=tuple(names), script=script, platform=str(state.platform), proxy_env=proxies,
+                    spans=(command.span,))
         history_args = state.scope.history_args()
         prefix = f"|{len(history_args)} {' '.join(history_args)} " if history_args else ""
-        state.commit("RUN " + prefix + " ".join(args), layer_op=self.add(op))
+        state.commit("RUN " + prefix + " ".join(args) + " # buildkit", layer_op=self.add(op))
 
     def mount_spec(self, state: StageState, raw: Mount, span: Span) -> MountSpec:
         mount = parse_mount(raw.spec, state.expand)

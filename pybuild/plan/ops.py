@@ -122,9 +122,12 @@ class MountSpec:
 class ExecOp(_OpBase):
     """A RUN: run `args` on a copy of `input`'s filesystem and keep the changes.
 
-    `env` is what the process sees (ENV, then the stage's ARGs ENV does not override, then a default PATH);
-    `build_args` names the ARGs in it, for history. `proxy_env` holds predefined proxy args: passed to the
-    process, never hashed.
+    `args` is the final argv: heredocs are already folded in by the planner (BuildKit's rules, see
+    `convert._Converter.run_op`). `script` is set only for a shebang heredoc (`RUN <<EOF` + `#!...`): its
+    body, which the worker writes to a mode-0755 file mounted read-only at `args[0]` (`/dev/pipes/<name>`)
+    and runs without a shell. `env` is what the process sees (ENV, then the stage's ARGs ENV does not
+    override, then a default PATH); `build_args` names the ARGs in it, for history. `proxy_env` holds
+    predefined proxy args: passed to the process, never hashed.
     """
 
     kind: ClassVar[str] = "exec"
@@ -137,7 +140,7 @@ class ExecOp(_OpBase):
     security: str = "sandbox"
     mounts: tuple[MountSpec, ...] = ()
     build_args: tuple[str, ...] = ()
-    heredocs: tuple[tuple[str, str], ...] = ()
+    script: str = ""
     platform: str = ""
     proxy_env: tuple[str, ...] = ()
     spans: tuple[Span, ...] = ()

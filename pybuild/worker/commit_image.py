@@ -8,8 +8,8 @@ The config is `plan.image` with the new diffIDs appended to the base's and `crea
 leaves it None unless SOURCE_DATE_EPOCH is set); then the manifest, the `images` row, and the tags last,
 so an interrupted commit leaves only unreferenced blobs for `prune`.
 
-The runtime's /etc/hosts, /etc/resolv.conf and /etc/hostname are bind-mounted into RUN containers and
-never belong in a layer: they are excluded from every exported diff.
+The layers themselves were stored by the worker as each step finished (`Worker._step`); this module only
+names them.
 """
 
 from __future__ import annotations
@@ -33,47 +33,31 @@ from pybuild.plan.ops import Plan
 from pybuild.record import replace
 from pybuild.store.images import StoredImage, layer_blob, normalize_name
 from pybuild.store.store import Store
-from pybuild.worker.dispatch import StepResult
-from pybuild.worker.snapshots import Snapshots
-from pybuild.worker.spec import ETC_FILES
+from pybuild.worker.types import StepResult
 
-__all__ = ["commit_image", "export_step_layer"]
-
-RUNTIME_FILES = frozenset("/etc/" + name for name in ETC_FILES)
+__all__ = ["commit_image"]
 
 
-def export_step_layer(store: Store, snapshots: Snapshots, snapshot_id: str,
-                      epoch: int | None = None) -> tuple[str, int]:
-    """Store the diff of step snapshot `snapshot_id` as an uncompressed layer blob; returns (diffID, size)."""
-    snap = snapshots.get(snapshot_id)
-    with store.blobs.writer() as writer:
-        diff_id, size = snapshots.export_layer(snap, writer, clamp_mtime=epoch, exclude=RUNTIME_FILES)
-        writer.commit(diff_id)
-    store.index.record_blob(diff_id, size, layer_media_type("uncompressed"))
-    store.index.record_layer(diff_id, size)
-    return diff_id, size
-
-
-def commit_image(store: Store, snapshots: Snapshots, plan: Plan, results: Mapping[str, StepResult],
-                 tags: Sequence[str] = (), *, epoch: int | None = None) -> StoredImage:
+def commit_image(store: Store, plan: Plan, results: Mapping[str, StepResult], tags: Sequence[str] = (), *,
+                 epoch: int | None = None, created: str | None = None) -> StoredImage:
     """Store the image `plan` built (its layer ops' results in `results`, by digest) and point `tags` at it.
 
-    `epoch` (SOURCE_DATE_EPOCH) clamps file mtimes in new layers and is the `created` time when the plan
-    has none; otherwise `created` is now.
+    The target op's result is the image's whole layer stack (each layer already stored by the worker).
+    `created` is the image's time: the plan's (SOURCE_DATE_EPOCH) when it has one, else `created`, else
+    `epoch`, else now.
     """
     stored_tags = [normalize_name(tag) for tag in tags]  # bad names fail before anything is written
-    created = plan.image.created or format_rfc3339(epoch if epoch is not None else int(time.time()))
+    stamp = plan.image.created or created or format_rfc3339(epoch if epoch is not None else int(time.time()))
     with store.shared_lock():
-        new_ids: list[str] = []
-        for digest in plan.layers:
-            result = results.get(digest)
-            if result is None or not result.chain:
-                raise InternalError(f"layer op {digest} has no committed result")
-            new_ids.append(export_step_layer(store, snapshots, result.chain[-1], epoch)[0])
-        diff_ids = plan.image.rootfs.diff_ids + tuple(new_ids)
-        history = tuple(h if h.created is not None else replace(h, created=created) for h in plan.image.history)
+        target = results.get(plan.target)
+        if target is None:
+            raise InternalError(f"the target op {plan.target} has no result")
+        # The target's layer stack: the base image's layers, then every layer of the stages it is built
+        # FROM, then its own (the plan's rootfs only knows the base image's).
+        diff_ids = target.diff_ids
+        history = tuple(h if h.created is not None else replace(h, created=stamp) for h in plan.image.history)
         _check_history(history, diff_ids)
-        image_config = replace(plan.image, created=created, rootfs=RootFS(diff_ids=diff_ids), history=history)
+        image_config = replace(plan.image, created=stamp, rootfs=RootFS(diff_ids=diff_ids), history=history)
         return _store_image(store, image_config.to_bytes(), diff_ids, _platform(image_config.to_dict()),
                             stored_tags)
 

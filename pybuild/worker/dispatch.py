@@ -11,7 +11,11 @@ What each op does:
   (`list_sources` over the op's source paths, with the context's ignore file), so the result is an empty
   chain flagged `context=True`.
 - `ExecOp`: a fresh overlay over the input chain, the process in the OCI runtime, commit -> chain + (step,).
-  RUN `--mount` is not wired yet (a UserError says so); neither is `--security=insecure`.
+  The planner has already built argv (heredocs included); a shebang heredoc's body (`op.script`) is written
+  to a 0755 file mounted read-only at `args[0]`. RUN `--mount`s go through `mounts.prepare_mounts`: `from=`
+  sources are throwaway overlays of the other op's filesystem, context binds read `context.root`, secrets
+  come from `self.secrets`, caches live in `<store>/cache-mounts`; all released before the layer is taken
+  (so cache and secret mount points never reach it). `--security=insecure` is refused.
 - `FileOp`: COPY / ADD / WORKDIR's mkdir on a fresh overlay over the input chain, then commit. A source that
   is another op's filesystem (`COPY --from`) is mounted read-only-in-effect (a throwaway overlay released
   afterwards) and copied from its rootfs with owners preserved.
@@ -21,107 +25,193 @@ Every step snapshot is released on failure, so a failing step leaves no mount be
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
+import tempfile
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 
 from pybuild.context.context import BuildContext, list_sources
 from pybuild.context.sources import EntryView, TreeView
-from pybuild.errors import InternalError, StepFailed, UserError, at
-from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, ImageSourceOp, Op, ScratchOp
-from pybuild.record import record
+from pybuild.dockerfile.mounts import Mount
+from pybuild.errors import InternalError, UserError, at
+from pybuild.image.spec import layer_media_type
+from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, ImageSourceOp, MountSpec, Op, ScratchOp
 from pybuild.store.images import resolve_image
 from pybuild.store.store import Store
 from pybuild.worker.executor import run_process
-from pybuild.worker.snapshots import ActiveSnapshot, Snapshots
-from pybuild.worker.types import NetworkMode, OutputSink, ProcessSpec
+from pybuild.worker.secrets import SecretStore
+from pybuild.worker.snapshots import ActiveSnapshot, Snapshot, Snapshots
+from pybuild.worker.spec import ETC_FILES
+from pybuild.worker.types import HostMount, NetworkMode, OutputSink, ProcessSpec, StepResult
 
-__all__ = ["StepResult", "Worker"]
+__all__ = ["RUNTIME_FILES", "StepResult", "Worker"]
 
 _NETWORKS: tuple[NetworkMode, ...] = ("default", "none", "host")
-
-
-@record(kw_only=True)
-class StepResult:
-    """The output filesystem of one op: its snapshot chain (snapshot ids, bottom-most first).
-
-    `context` marks a build-context source (no filesystem of its own); `name` is what errors call a
-    `COPY --from` source (the image reference for an image, else '').
-    """
-
-    chain: tuple[str, ...]
-    context: bool = False
-    name: str = ""
+RUNTIME_FILES = frozenset("/etc/" + name for name in ETC_FILES)
+"""The files the runtime bind-mounts into every RUN container; never part of a RUN's layer."""
 
 
 class Worker:
     """Runs ops on the snapshots of `store`, reading COPY sources from `context` (None: no context)."""
 
     def __init__(self, store: Store, context: BuildContext | None, runtime: str = "runc", *,
-                 snapshots: Snapshots | None = None, output: OutputSink | None = None) -> None:
+                 snapshots: Snapshots | None = None, output: OutputSink | None = None,
+                 epoch: int | None = None, secrets: SecretStore | None = None) -> None:
         self.store = store
         self.context = context
         self.runtime = runtime
         self.snapshots = snapshots if snapshots is not None else Snapshots.open(store)
-        self.output = output
+        self._output = output
+        self._local = threading.local()  # the output sink of the op running on this thread
+        self.epoch = epoch  # SOURCE_DATE_EPOCH: clamps file times in the layers steps make
+        self.secrets = secrets if secrets is not None else SecretStore()  # what secret mounts read
 
-    def run_op(self, op: Op, inputs: Mapping[str, StepResult],
-               cancel: threading.Event | None = None) -> StepResult:
-        """Run `op` given the results of its inputs (by digest); StepFailed/UserError name its span."""
+    @property
+    def output(self) -> OutputSink | None:
+        """Where the running op's process output goes: the `run_op` caller's sink, else the worker's."""
+        sink: OutputSink | None = getattr(self._local, "output", None)
+        return sink if sink is not None else self._output
+
+    def run_op(self, op: Op, inputs: Mapping[str, StepResult], cancel: threading.Event | None = None,
+               *, output: OutputSink | None = None) -> StepResult:
+        """Run `op` given the results of its inputs (by digest); StepFailed/UserError name its span.
+
+        `output` receives this op's process output (threads running ops at once each pass their own)."""
+        self._local.output = output
         span = op.spans[0] if op.spans else None
-        if span is None:
-            return self._dispatch(op, inputs, cancel)
-        with at(span):
-            return self._dispatch(op, inputs, cancel)
+        try:
+            if span is None:
+                return self._dispatch(op, inputs, cancel)
+            with at(span):
+                return self._dispatch(op, inputs, cancel)
+        finally:
+            self._local.output = None
 
     def _dispatch(self, op: Op, inputs: Mapping[str, StepResult],
                   cancel: threading.Event | None) -> StepResult:
         if isinstance(op, ImageSourceOp):
             image = resolve_image(self.store, op.ref)
-            return StepResult(chain=self.snapshots.ensure_layers(self.store, image.diff_ids), name=op.ref)
+            return StepResult(diff_ids=image.diff_ids, name=op.ref)
         if isinstance(op, ScratchOp):
-            return StepResult(chain=())
+            return StepResult(diff_ids=())
         if isinstance(op, ContextSourceOp):
-            return StepResult(chain=(), context=True)
+            return StepResult(diff_ids=(), context=True)
         if isinstance(op, ExecOp):
-            return self._exec(op, _input(inputs, op.input), cancel)
+            return self._exec(op, inputs, cancel)
         if isinstance(op, FileOp):
             return self._file(op, inputs)
         raise InternalError(f"the worker has no implementation for op {type(op).__name__}")
 
+    def chain(self, result: StepResult) -> tuple[str, ...]:
+        """The snapshot chain of `result`'s filesystem, unpacking layers that are not there yet."""
+        return self.snapshots.ensure_layers(self.store, result.diff_ids)
+
     @contextmanager
-    def _step(self, parents: tuple[str, ...]) -> Iterator[tuple[ActiveSnapshot, list[str]]]:
-        """A fresh overlay over `parents`; the caller's block fills it; committed when the block succeeds,
-        released otherwise. The committed id is appended to the yielded list."""
-        active = self.snapshots.prepare(parents)
-        committed: list[str] = []
+    def _step(self, base: StepResult, *, run: bool = False) -> Iterator[tuple[ActiveSnapshot, list[str]]]:
+        """A fresh overlay over `base`; the caller's block fills it. When the block succeeds, its changes
+        are stored as a layer and the upperdir becomes that layer's snapshot; the new diffID is appended to
+        the yielded list. Released (nothing kept) when the block fails."""
+        chain = self.chain(base)
+        active = self.snapshots.prepare(chain)
+        made: list[str] = []
         try:
-            yield active, committed
-            committed.append(self.snapshots.commit(active).id)
+            yield active, made
+            step = self.snapshots.commit(active)
+            if run:
+                _drop_runtime_stubs(step.path)
+            try:
+                diff_id = self._store_layer(step, exclude=RUNTIME_FILES if run else ())
+                self.snapshots.adopt(step.id, chain[-1] if chain else None, diff_id)
+            except BaseException:
+                self.snapshots.remove(step.id)
+                raise
+            made.append(diff_id)
         finally:
             self.snapshots.release(active)  # no-op after commit
 
+    def _store_layer(self, step: Snapshot, exclude: Collection[str]) -> str:
+        """Store the changes of committed `step` as an uncompressed layer blob; returns its diffID."""
+        with self.store.blobs.writer() as writer:
+            diff_id, size = self.snapshots.export_layer(step, writer, clamp_mtime=self.epoch, exclude=exclude)
+            writer.commit(diff_id)
+        self.store.index.record_blob(diff_id, size, layer_media_type("uncompressed"))
+        self.store.index.record_layer(diff_id, size)
+        return diff_id
+
     # --- RUN ------------------------------------------------------------------------------------------
 
-    def _exec(self, op: ExecOp, base: StepResult, cancel: threading.Event | None) -> StepResult:
-        if op.mounts:
-            raise UserError("RUN --mount is not wired into builds yet")
+    def _exec(self, op: ExecOp, inputs: Mapping[str, StepResult],
+              cancel: threading.Event | None) -> StepResult:
         if op.security not in ("", "sandbox"):
             raise UserError(f"RUN --security={op.security} is not supported")
         if op.network not in _NETWORKS:
             raise UserError(f"RUN --network={op.network} is not supported (use default, none or host)")
         network: NetworkMode = op.network  # checked just above
-        process = ProcessSpec(args=_run_args(op), env=op.env + op.proxy_env, user=op.user, cwd=op.cwd or "/")
-        with self._step(base.chain) as (active, committed):
-            run_process(active.rootfs, process, network=network, runtime=self.runtime, output=self.output,
-                        cancel=cancel)
-        return StepResult(chain=base.chain + (committed[0],))
+        base = _input(inputs, op.input)
+        # The mounts are released (and cache/secret mount points removed) before `_step` stores the layer.
+        with self._step(base, run=True) as (active, made), ExitStack() as stack:
+            mounts, env = self._run_mounts(op, inputs, active.rootfs, stack, cancel)
+            if op.script:
+                mounts = (_script_mount(op, stack), *mounts)
+            process = ProcessSpec(args=op.args, env=_with_env(op.env + op.proxy_env, env), user=op.user,
+                                  cwd=op.cwd or "/")
+            run_process(active.rootfs, process, network=network, mounts=mounts, runtime=self.runtime,
+                        output=self.output, cancel=cancel)
+        return StepResult(diff_ids=base.diff_ids + (made[0],))
+
+    def _run_mounts(self, op: ExecOp, inputs: Mapping[str, StepResult], rootfs: str, stack: ExitStack,
+                    cancel: threading.Event | None) -> tuple[tuple[HostMount, ...], tuple[str, ...]]:
+        """RUN `--mount`s prepared on the host (held by `stack`): the HostMounts and the secret env."""
+        if not op.mounts:
+            return (), ()
+        from pybuild.worker.mounts import prepare_mounts
+
+        sources: dict[str, str] = {}  # a `from=` label (what errors show) -> the op digest it names
+        mounts = tuple(self._run_mount(spec, inputs, sources) for spec in op.mounts)
+        views: dict[str, str] = {}
+
+        def stage_rootfs(label: str) -> str:
+            # Another op's filesystem: a throwaway overlay, unmounted after the run (stack order).
+            if label not in views:
+                chain = self.chain(_input(inputs, sources[label]))
+                views[label] = stack.enter_context(self.snapshots.mounted_rootfs(chain)).rootfs
+            return views[label]
+
+        secrets = getattr(self, "secrets", None)
+        prepared = stack.enter_context(prepare_mounts(
+            mounts, rootfs=rootfs, context_dir=self.context.root if self.context is not None else None,
+            stage_rootfs=stage_rootfs, secrets=secrets if isinstance(secrets, SecretStore) else SecretStore(),
+            cache_root=os.path.join(self.store.root, "cache-mounts"), workdir=op.cwd or "/", cancel=cancel))
+        return prepared.host_mounts, prepared.env
+
+    def _run_mount(self, spec: MountSpec, inputs: Mapping[str, StepResult], sources: dict[str, str]) -> Mount:
+        """The parsed-mount form `prepare_mounts` takes of one planned mount; notes `from=` sources."""
+        label = ""
+        if spec.input:
+            source = _input(inputs, spec.input)
+            if source.context:
+                if self.context is None:
+                    raise UserError(f"RUN --mount=type={spec.type} reads the build context, and this build "
+                                    "has none")
+            else:
+                label = source.name or spec.input
+                if sources.setdefault(label, spec.input) != spec.input:
+                    label = spec.input  # two sources with one name: tell them apart by digest
+                    sources[label] = spec.input
+        text = ",".join(f"{k}={v}" for k, v in (("type", spec.type), ("from", label), ("source", spec.source),
+                                                   ("target", spec.target)) if v)
+        return Mount(spec=text, type=spec.type, from_=label, source=spec.source, target=spec.target,
+                     readonly=spec.readonly, id=spec.id, sharing=spec.sharing, required=spec.required,
+                     size=spec.size, mode=spec.mode, uid=spec.uid, gid=spec.gid, env=spec.env)
 
     # --- COPY / ADD / WORKDIR ---------------------------------------------------------------------------
 
     def _file(self, op: FileOp, inputs: Mapping[str, StepResult]) -> StepResult:
         base = _input(inputs, op.input)
-        with self._step(base.chain) as (active, committed):
+        with self._step(base) as (active, made):
             if op.action == "mkdir-workdir":
                 from pybuild.worker.fileops import make_workdir
 
@@ -130,7 +220,7 @@ class Worker:
                 self._copy(op, active.rootfs, inputs)
             else:
                 raise InternalError(f"unknown file action {op.action!r}")
-        return StepResult(chain=base.chain + (committed[0],))
+        return StepResult(diff_ids=base.diff_ids + (made[0],))
 
     def _copy(self, op: FileOp, rootfs: str, inputs: Mapping[str, StepResult]) -> None:
         paths = op.source.paths if op.source is not None else ()
@@ -152,7 +242,7 @@ class Worker:
             listing = list_sources(self.context, paths, parents=op.parents)
             self._place(op, rootfs, EntryView(listing.entries), self.context.root, None)
             return
-        with self.snapshots.mounted_rootfs(source.chain) as other:
+        with self.snapshots.mounted_rootfs(self.chain(source)) as other:
             from pybuild.worker.fileops import stage_view
 
             self._place(op, rootfs, stage_view(other.rootfs), other.rootfs, source.name or "from")
@@ -177,6 +267,18 @@ class Worker:
                     checksum=op.checksum, keep_git_dir=op.keep_git_dir)
 
 
+def _drop_runtime_stubs(upper: str) -> None:
+    """Remove the empty files the runtime made in a RUN's upperdir to bind-mount /etc/hosts, resolv.conf
+    and hostname over (they never belong to the step: BuildKit leaves them out of layers too)."""
+    for path in RUNTIME_FILES:
+        stub = upper + path
+        try:
+            if stat.S_ISREG(os.lstat(stub).st_mode):
+                os.unlink(stub)
+        except FileNotFoundError:
+            pass
+
+
 def _input(inputs: Mapping[str, StepResult], digest: str) -> StepResult:
     try:
         return inputs[digest]
@@ -184,14 +286,20 @@ def _input(inputs: Mapping[str, StepResult], digest: str) -> StepResult:
         raise InternalError(f"input {digest} was not run before the op that needs it") from None
 
 
-def _run_args(op: ExecOp) -> tuple[str, ...]:
-    """argv of a RUN. Heredocs left on a shell-form command line are appended to the script as
-    `line + "\\n" + body + name` so the shell performs the redirections itself (BuildKit's rule)."""
-    if not op.heredocs:
-        return op.args
-    if len(op.args) < 1:
-        raise StepFailed("RUN with heredocs needs a command line")
-    script = op.args[-1]
-    for name, data in op.heredocs:
-        script += "\n" + data + name
-    return (*op.args[:-1], script)
+def _script_mount(op: ExecOp, stack: ExitStack) -> HostMount:
+    """A shebang heredoc's body as a mode-0755 file in a temp dir (removed by `stack`), mounted read-only
+    at `op.args[0]` (`/dev/pipes/<name>`: on the container's /dev, so never in the layer)."""
+    scratch = tempfile.mkdtemp(prefix="pybuild-script-")
+    stack.callback(shutil.rmtree, scratch, True)
+    host = os.path.join(scratch, "script")
+    fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o755)
+    with os.fdopen(fd, "wb") as out:
+        out.write(op.script.encode("utf-8", "surrogateescape"))
+        os.fchmod(out.fileno(), 0o755)  # exact, whatever the umask (BuildKit's Mkfile mode)
+    return HostMount(destination=op.args[0], source=host, options=("rbind", "ro"))
+
+
+def _with_env(env: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, ...]:
+    """`env` with `extra`'s `K=V` entries added, replacing entries of the same name (secret env mounts)."""
+    names = {item.partition("=")[0] for item in extra}
+    return tuple(item for item in env if item.partition("=")[0] not in names) + extra

@@ -302,6 +302,32 @@ class Snapshots:
         self._discard(active)
         return self.get(active.id)
 
+    def adopt(self, step_id: str, parent: str | None, diff_id: str) -> Snapshot:
+        """Turn committed step `step_id` into the layer snapshot of `diff_id` on chain `parent`.
+
+        A step's upperdir holds its changes in overlay form (whiteout devices, opaque xattrs), which is
+        exactly how an unpacked layer is kept, so the directory is renamed rather than re-extracted. Its
+        results are then named by chainID like any image layer: a later build (or a cache hit in another
+        process) finds it by the layer stack alone. When another thread or process got there first, its
+        snapshot wins and this step's directory is removed.
+        """
+        chain = chain_ids([parent, diff_id])[1] if parent else diff_id
+        hexid = _hex(chain)
+        final = os.path.join(self.root, "layers", hexid)
+        step = os.path.join(self.root, "steps", step_id)
+        lock = _Flock(os.path.join(self.root, "locks", hexid + ".lock"), fcntl.LOCK_EX)
+        try:
+            if os.path.isdir(final):
+                self.remove(step_id)
+            else:
+                _write_json(os.path.join(step, "meta.json"),
+                            {"chain_id": chain, "diff_id": diff_id, "parent": parent})
+                _syncfs(step)
+                os.rename(step, final)
+        finally:
+            lock.close()
+        return self.get(chain)
+
     def release(self, active: ActiveSnapshot) -> None:
         """Unmount `active` and remove its directories (the step is thrown away). Idempotent."""
         if active.id in self._active_locks:
@@ -359,6 +385,25 @@ class Snapshots:
             trash = os.path.join(self.root, "tmp", f"rm-{secrets.token_hex(6)}")
             os.rename(path, trash)  # gone from view at once; the slow delete comes after
             _rmtree(trash)
+
+    def prune(self, store: Store) -> int:
+        """Remove layer snapshots whose layer the store no longer holds, and steps never adopted (a build
+        killed between commit and adopt). Only under the store's exclusive lock. Returns how many."""
+        compressed = {row.diff_id for row in store.index.compressed_rows() if store.blobs.exists(row.digest)}
+        removed = 0
+        for name in os.listdir(os.path.join(self.root, "layers")):
+            try:
+                with open(os.path.join(self.root, "layers", name, "meta.json"), encoding="utf-8") as f:
+                    diff_id = json.load(f)["diff_id"]
+            except (OSError, ValueError, KeyError):
+                diff_id = None
+            if diff_id is None or (diff_id not in compressed and not store.blobs.exists(diff_id)):
+                self.remove("sha256:" + name)
+                removed += 1
+        for name in os.listdir(os.path.join(self.root, "steps")):
+            self.remove(name)
+            removed += 1
+        return removed
 
     def clean(self) -> int:
         """Remove tmp and active entries no live owner holds (unmounting leftovers); returns how many."""

@@ -39,3 +39,20 @@ class HostMount:
     source: str
     type: str = "bind"
     options: tuple[str, ...] = ("rbind", "ro")
+
+
+@record(kw_only=True)
+class StepResult:
+    """The output filesystem of one op, as its layer stack: diffIDs, bottom-most first.
+
+    A filesystem is named by its layers alone, so a result can come from a run, from the cache or from
+    another process: `Snapshots.ensure_layers` finds (or unpacks) the snapshots when a later op needs the
+    files. `context` marks a build-context source (no filesystem of its own); `name` is what errors call a
+    `COPY --from` source (the image reference for an image, else ''); `key` is the op's cache key (set by
+    the build runner, '' when nothing keyed it).
+    """
+
+    diff_ids: tuple[str, ...]
+    context: bool = False
+    name: str = ""
+    key: str = ""

@@ -13,7 +13,7 @@ import pytest
 from pybuild.context.context import open_context
 from pybuild.dockerfile.instructions import to_stages
 from pybuild.dockerfile.parser import parse
-from pybuild.errors import StepFailed, StoreError
+from pybuild.errors import StepFailed, StoreError, UserError
 from pybuild.image.config import ImageConfig
 from pybuild.image.spec import host_platform
 from pybuild.plan.convert import BaseConfigs, convert
@@ -92,7 +92,7 @@ def test_build_commits_a_tagged_image(store: Store, tmp_path: Path) -> None:
     plan = plan_of(store, DOCKERFILE)
     snaps = Snapshots.open(store)
     results = run_plan(Worker(store, ctx, snapshots=snaps), plan)
-    image = commit_image(store, snaps, plan, results, ["demo:test"])
+    image = commit_image(store, plan, results, ["demo:test"])
 
     found = resolve_image(store, "demo:test")
     assert found.manifest_digest == image.manifest_digest
@@ -127,10 +127,11 @@ def test_failing_run_raises_step_failed_and_leaves_no_mount(store: Store, tmp_pa
     assert not active_dir.is_dir() or not any(active_dir.iterdir())  # the step was released
 
 
-def test_run_mount_is_refused_clearly(store: Store, tmp_path: Path) -> None:
-    dockerfile = "FROM busybox:latest\nRUN --mount=type=tmpfs,target=/t true\n"
+def test_run_security_insecure_is_refused_clearly(store: Store, tmp_path: Path) -> None:
+    # RUN --mount is wired now (tests/integration/test_dispatch_mounts.py); --security=insecure is not.
+    dockerfile = "FROM busybox:latest\nRUN --security=insecure true\n"
     plan = plan_of(store, dockerfile)
-    with pytest.raises(Exception, match="RUN --mount is not wired into builds yet"):
+    with pytest.raises(UserError, match="RUN --security=insecure is not supported"):
         run_plan(Worker(store, None), plan)
     no_mounts_under(str(store.root))
 
@@ -151,7 +152,7 @@ def test_two_stage_build_copies_from_the_first_stage(store: Store, tmp_path: Pat
     plan = plan_of(store, TWO_STAGES)
     snaps = Snapshots.open(store)
     results = run_plan(Worker(store, ctx, snapshots=snaps), plan)
-    image = commit_image(store, snaps, plan, results, ["demo:two"])
+    image = commit_image(store, plan, results, ["demo:two"])
     assert len(image.diff_ids) == 2  # scratch base: only the two COPY layers
     chain = snaps.ensure_layers(store, resolve_image(store, "demo:two").diff_ids)
     with snaps.mounted_rootfs(chain) as active:

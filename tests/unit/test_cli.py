@@ -128,9 +128,3 @@ def test_wheel_ships_grammar(tmp_path: Path) -> None:
                           text=True, env={"PYTHONPATH": str(target), "HOME": str(tmp_path)}, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == '(from "scratch")\n(copy "a" "/b")\n'
-
-
-def test_build_is_absent_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(["build", "-t", "app:v1", "."], capsys)
-    assert code == 1
-    assert "not available yet" in err.splitlines()[0]

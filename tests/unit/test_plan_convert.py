@@ -187,7 +187,7 @@ def test_history_entries() -> None:
         ("ARG V=1", True),
         ("ENV A=b", True),
         ("WORKDIR /w", False),
-        ("RUN |1 V=1 /bin/sh -c make", False),
+        ("RUN |1 V=1 /bin/sh -c make # buildkit", False),
         ("COPY a b ./ # buildkit", False),
         ('CMD ["x"]', True),
     ]

@@ -1,0 +1,333 @@
+"""The library's front door: `build(BuildRequest(...), sink) -> BuildResult`, what `pybuild build` calls.
+
+CI systems and build farms call it without a subprocess; the CLI maps docker-build flags onto a
+`BuildRequest` and renders the `sink`'s events. The pipeline, one call per stage (DESIGN.md):
+
+    Dockerfile ─parse─▶ AST ─to_stages─▶ stages ─convert─▶ Plan ─solve (StepRunner: cache + Worker)─▶ results
+               ─commit_image─▶ image in the store ─export_image─▶ each --output
+
+The whole build holds the store's shared lock, so a concurrent `pybuild prune` waits instead of freeing a
+layer that is not recorded yet. The final image is keyed too (`_image_key`: its config and the keys of its
+layer steps): a rebuild that hits every step gets the very image of the last build (same `created`, same
+digest), as with BuildKit, instead of a new timestamp.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pybuild.errors import ConfigError, PybuildError, StoreError
+from pybuild.progress import BuildFinished, BuildNote, Sink
+from pybuild.record import field, record, replace
+
+__all__ = ["BuildRequest", "BuildResult", "build"]
+
+
+@record(kw_only=True)
+class BuildRequest:
+    """What to build, spelled like `docker build`'s flags (see `pybuild build --help`).
+
+    `dockerfile` is a path (None: `CONTEXT/Dockerfile`); `dockerfile_data` the Dockerfile's bytes when it
+    does not come from a file (`-f -`). `outputs` are `--output` specs; `secrets` are `--secret` specs.
+    `epoch` is SOURCE_DATE_EPOCH (None: taken from the environment). `store_root` None: the default store.
+    """
+
+    context: str
+    dockerfile: str | None = None
+    dockerfile_data: bytes | None = None
+    tags: tuple[str, ...] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    no_cache_filter: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    platform: str | None = None
+    network: str = "default"
+    secrets: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    jobs: int | None = None
+    explain_cache: bool = False
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
+    runtime: str = "runc"
+    store_root: str | None = None
+    epoch: int | None = None
+
+
+@record(kw_only=True)
+class BuildResult:
+    """What a build made: the image (by manifest digest and ID), its tags, and how the steps went.
+
+    `misses` (with `--explain-cache`) pairs each step that ran with why it missed the cache.
+    """
+
+    manifest_digest: str
+    image_id: str
+    config: Mapping[str, Any]
+    tags: tuple[str, ...]
+    warnings: tuple[str, ...]
+    misses: tuple[tuple[str, tuple[str, ...]], ...]
+    steps_run: int
+    steps_cached: int
+    duration: float
+
+
+def build(request: BuildRequest, sink: Sink | None = None, cancel: threading.Event | None = None) -> BuildResult:
+    """Build `request`; progress events go to `sink`. UserError subclasses for anything the user can fix."""
+    start = time.monotonic()
+    ok = False
+    try:
+        result = _Build(request, sink, cancel).run(start)
+        ok = True
+        return result
+    finally:
+        if sink is not None:
+            sink.emit(BuildFinished(time.monotonic() - start, ok))
+
+
+class _Build:
+    def __init__(self, request: BuildRequest, sink: Sink | None, cancel: threading.Event | None) -> None:
+        self.request = request
+        self.sink = sink
+        self.cancel = cancel
+        self.warnings: list[str] = []
+        self.names: dict[str, str] = {}
+
+    def note(self, text: str) -> None:
+        if self.sink is not None:
+            self.sink.emit(BuildNote(text))
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        self.note(text)
+
+    def run(self, start: float) -> BuildResult:
+        from pybuild.export.outputs import parse_output
+
+        request = self.request
+        outputs = [parse_output(spec) for spec in request.outputs]
+        _check_unbuilt(request)
+        platform = _platform(request.platform)
+        epoch = _epoch(request)
+        ctx, data, name = _open_context(request)
+        from pybuild.store.store import Store
+
+        with Store.open(request.store_root) as store, store.shared_lock():
+            memo = _planned(data, name, request, store, platform, epoch)
+            plan = memo.plan
+            for warning in plan.warnings:
+                self.warn(warning)
+            runner, results = self._solve(store, ctx, memo, data, name, epoch)
+            image = self._commit(store, plan, results, epoch)
+            for spec in outputs:
+                self.note(f"exporting to {spec.type}" + (f" {spec.dest}" if spec.dest else ""))
+                from pybuild.export.exporters import export_image
+
+                export_image(store, image, spec)
+            self._export_cache(store, runner, image)
+            for warning in runner.sums.warnings if runner.sums is not None else ():
+                self.warn(f"WARNING: context: {warning}")
+        return BuildResult(
+            manifest_digest=image.manifest_digest, image_id=image.config_digest, config=image.config,
+            tags=tuple(request.tags), warnings=tuple(self.warnings),
+            misses=tuple((self.names.get(m.digest, m.digest), m.reasons) for m in runner.misses),
+            steps_run=runner.ran, steps_cached=runner.cached, duration=time.monotonic() - start)
+
+    def _solve(self, store: Any, ctx: Any, memo: Any, data: bytes, name: str, epoch: int | None) -> Any:
+        from pybuild.cache.index import CacheIndex
+        from pybuild.names import stage_ops
+        from pybuild.solve.scheduler import solve
+        from pybuild.steps import StepRunner
+
+        request = self.request
+        plan = memo.plan
+        self.names = dict(memo.names)
+        no_cache = set(plan.ops) if request.no_cache else stage_ops(memo.stages_of, request.no_cache_filter)
+        from pybuild.worker.secrets import SecretStore
+
+        secrets = SecretStore.from_flags(request.secrets)  # read now: a bad --secret fails before any step
+
+        def make_worker() -> Any:
+            from pybuild.worker.dispatch import Worker
+            from pybuild.worker.snapshots import Snapshots
+
+            return Worker(store, ctx, request.runtime, snapshots=Snapshots.open(store), epoch=epoch,
+                          secrets=secrets)
+
+        sources: list[Any] = []
+        if request.cache_from:
+            from pybuild.cache.transfer import LocalCacheSource, parse_cache_from
+
+            for text in request.cache_from:
+                try:
+                    sources.append(LocalCacheSource(parse_cache_from(text)))
+                except ConfigError as exc:  # BuildKit: a cache that is not there yet is a warning
+                    self.warn(f"WARNING: {exc.message}; building without it")
+        runner = StepRunner(store, make_worker, CacheIndex(store), ctx, no_cache=no_cache, epoch=epoch,
+                            explain=request.explain_cache, network=request.network, sources=sources,
+                            warn=self.warn)
+        try:
+            results = solve(plan, runner.run, jobs=request.jobs, sink=self.sink, cancel=self.cancel,
+                            name_of=lambda op: self.names.get(op.digest, op.kind))
+        except PybuildError as exc:
+            if exc.source is None and exc.span is not None and exc.span.file == name:
+                from pybuild.dockerfile.parser import decode
+                from pybuild.source import SourceFile
+
+                exc.source = SourceFile(name, decode(data))  # the CLI shows the lines around the step
+            raise
+        for miss in runner.misses:
+            for reason in miss.reasons:
+                self.note(f"cache miss: {self.names.get(miss.digest, miss.digest)}: {reason}")
+        return runner, results
+
+    def _export_cache(self, store: Any, runner: Any, image: Any) -> None:
+        """`--cache-to`: mode=max exports every layer step of this build, mode=min only the image's."""
+        if not self.request.cache_to:
+            return
+        from pybuild.cache.transfer import export_cache, parse_cache_to
+
+        final = set(image.diff_ids)
+        for text in self.request.cache_to:
+            spec = parse_cache_to(text)
+            entries = sorted((key, diff_id) for key, diff_id in runner.layers.items()
+                             if spec.mode == "max" or diff_id in final)
+            self.note(f"exporting cache to {spec.path} ({len(entries)} steps, mode={spec.mode})")
+            export_cache(store, spec, entries)
+
+    def _commit(self, store: Any, plan: Any, results: Any, epoch: int | None) -> Any:
+        from pybuild.cache.index import CacheIndex, CacheResult
+        from pybuild.cache.keys import CacheKeyInput, cache_key
+        from pybuild.store.images import read_image, tag_image
+
+        self.note("exporting to image")
+        cache = CacheIndex(store)
+        item = CacheKeyInput("image", {"image": plan.image.to_dict()},
+                             tuple(results[d].key for d in (*plan.layers, plan.target)))
+        key = cache_key(item)
+        image = None
+        if not self.request.no_cache:
+            hit = cache.lookup(key)
+            digest = hit.config_delta().get("manifest") if hit is not None else None
+            if isinstance(digest, str):
+                try:
+                    image = read_image(store, digest)
+                except StoreError:
+                    cache.remove(key)
+        if image is None:
+            from pybuild.worker.commit_image import commit_image
+
+            image = commit_image(store, plan, results, epoch=epoch)
+            stored = cache.record(key, CacheResult.make(config={"manifest": image.manifest_digest}),
+                                  {"step_id": "image", "kind": "image", "key": key})
+            first = stored.config_delta().get("manifest")
+            if isinstance(first, str) and first != image.manifest_digest:
+                try:  # another process built the same image first: every builder names that one
+                    image = read_image(store, first)
+                except StoreError:
+                    pass
+        from pybuild.store.images import normalize_name
+
+        for tag in self.request.tags:
+            self.note(f"naming to {normalize_name(tag)}")
+            tag_image(store, image.manifest_digest, tag)
+        return image
+
+
+def _check_unbuilt(request: BuildRequest) -> None:
+    """Flags this version does not implement: a clear error, never a silent no-op."""
+    if request.cache_from or request.cache_to:
+        from pybuild.cache.transfer import parse_cache_from, parse_cache_to
+
+        for text in request.cache_from:
+            parse_cache_from(text)
+        for text in request.cache_to:
+            parse_cache_to(text)
+
+
+def _platform(text: str | None) -> Any:
+    from pybuild.image.spec import host_platform, parse_platform
+
+    host = host_platform()
+    if not text:
+        return host
+    wanted = parse_platform(text)
+    if wanted != host:
+        raise ConfigError(f"--platform {text}: this version builds for the host's platform ({host}) only",
+                          hint="cross-platform builds (emulation) are not available")
+    return wanted
+
+
+def _epoch(request: BuildRequest) -> int | None:
+    if request.epoch is not None:
+        return request.epoch
+    from pybuild.image.spec import source_date_epoch
+
+    epoch: int | None = source_date_epoch(os.environ)
+    if "SOURCE_DATE_EPOCH" in request.build_args:
+        epoch = source_date_epoch({"SOURCE_DATE_EPOCH": request.build_args["SOURCE_DATE_EPOCH"]})
+    return epoch
+
+
+def _open_context(request: BuildRequest) -> tuple[Any, bytes, str]:
+    """The build context, the Dockerfile's bytes, and the name errors show for it."""
+    from pybuild.context.context import open_context
+
+    stdin = request.dockerfile_data is not None
+    path = request.dockerfile if request.dockerfile not in (None, "-") else None
+    ctx = open_context(request.context, path, require_dockerfile=not stdin)
+    data = request.dockerfile_data if stdin else ctx.dockerfile
+    if data is None:
+        raise ConfigError(f"no Dockerfile: {ctx.dockerfile_path}")
+    return ctx, data, "Dockerfile" if stdin else (request.dockerfile or "Dockerfile")
+
+
+def _planned(data: bytes, name: str, request: BuildRequest, store: Any, platform: Any, epoch: int | None) -> Any:
+    """The plan (a `PlanMemo`): from the memo when nothing it depends on changed, else planned now."""
+    from pybuild.planmemo import PlanMemo, load_memo, memo_key, save_memo
+
+    key = memo_key(data, name, request.build_args, request.target, str(platform), request.labels, epoch)
+    memo = load_memo(store.root, key)
+    if memo is not None and all(_manifest(store, ref) == digest for ref, digest in memo.bases):
+        return memo
+    from pybuild.dockerfile.instructions import to_stages
+    from pybuild.dockerfile.parser import parse
+    from pybuild.image.config import ImageConfig
+    from pybuild.names import stage_labels, step_names
+    from pybuild.plan.convert import convert
+    from pybuild.plan.ops import ImageSourceOp
+    from pybuild.store.images import resolve_image
+
+    def base_config(ref: str) -> ImageConfig | None:
+        try:
+            return ImageConfig.from_dict(resolve_image(store, ref).config)
+        except StoreError:
+            return None
+
+    source = parse(data, name)
+    stages = to_stages(source)
+    plan = convert(stages, build_args=dict(request.build_args), target=request.target, platform=platform,
+                   base_configs=base_config, escape=source.directives.escape, epoch=epoch)
+    if request.labels:
+        labels = {**plan.image.config.labels_dict, **request.labels}
+        plan = replace(plan, image=replace(plan.image, config=replace(plan.image.config,
+                                                                      labels=tuple(sorted(labels.items())))))
+    refs = sorted({op.ref for op in plan.ops.values() if isinstance(op, ImageSourceOp)})
+    memo = PlanMemo(plan, step_names(plan, stages, source), stage_labels(plan, stages),
+                    tuple((ref, _manifest(store, ref)) for ref in refs))
+    save_memo(store.root, key, memo)
+    return memo
+
+
+def _manifest(store: Any, ref: str) -> str | None:
+    from pybuild.store.images import resolve_image
+
+    try:
+        digest: str = resolve_image(store, ref).manifest_digest
+        return digest
+    except StoreError:
+        return None

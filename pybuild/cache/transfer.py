@@ -1,0 +1,489 @@
+"""Build cache export and import through a directory: `--cache-to type=local,dest=DIR[,mode=min|max]` and
+`--cache-from type=local,src=DIR`, as `docker buildx build` spells them.
+
+Who uses it: `api.build` parses the flags (`parse_cache_from`, `parse_cache_to`), hands one
+`LocalCacheSource` per `--cache-from` to `steps.StepRunner` (which calls `fetch` for a key its local cache
+lacks) and calls `export_cache` once the image is made, with the (cache key, layer diffID) pairs of the
+steps `mode` selects. The directory may be carried to another machine: importing needs nothing but it.
+
+The format is an OCI image layout (image-spec `image-layout.md`), so ordinary tools can copy, inspect and
+push it (`skopeo inspect --raw oci:DIR` shows the manifest):
+
+    DIR/oci-layout               {"imageLayoutVersion":"1.0.0"}
+    DIR/index.json               an OCI index listing exactly one manifest: the current export
+    DIR/blobs/sha256/<hex>       the manifest, its config and the layer blobs (of this and earlier exports)
+    DIR/tmp/                     temp files of blobs being written (as BuildKit's local cache has ingest/)
+
+The manifest (`application/vnd.oci.image.manifest.v1+json`) has as its config a blob of media type
+`application/vnd.pybuild.cache.config.v1+json` holding canonical JSON (`digest.canonical_json`)
+
+    {"version": 1, "entries": [{"key": "sha256:…", "diff_id": "sha256:…", "layer": "sha256:…"}, …]}
+
+one entry per cache key, sorted by key: `diff_id` is the layer's uncompressed digest, `layer` the digest of
+its gzip blob. The manifest's `layers` are those gzip blobs (`application/vnd.oci.image.layer.v1.tar+gzip`),
+each listed once even when several keys share a layer. The same entries always give the same bytes.
+
+Export: layers are compressed through `images.layer_blob(store, diff_id, "gzip")`, so a layer is
+compressed once per store and the cache holds the very blob the image was exported with. Blobs are written
+by a `cas.BlobStore` rooted at DIR (temp file, fsync, rename; an existing blob is never rewritten), and
+`index.json` is replaced atomically last: a reader sees the previous export or the new one, whole. Blobs of
+earlier exports stay in DIR while `index.json` lists only the new entries (BuildKit's local cache exporter
+does the same; the directory grows until it is removed, see moby/buildkit#1896).
+
+Import is lazy: `index.json`, the manifest and the config are read once, on the first `fetch`; a layer is
+copied only when a build asks for its key. Each copy streams the cache's blob into two uncommitted blob
+writers of the store, as given and decompressed, and checks the blob's digest and size and the layer's
+diffID before committing anything, so a corrupt cache stores nothing and raises StoreError. The copy is
+recorded as a loaded compressed form (`images.LOADED_LEVEL`): exporting the image again reuses that very
+blob, so a build fed from the cache makes the image digest of the build that exported it.
+
+A `--cache-from` directory that does not exist is a ConfigError here and a corrupt one a StoreError; the
+build (`api`, `steps.StepRunner`) turns both into a warning and goes on without that cache, as buildx does
+("local cache import at DIR not found"), so the first run of `--cache-from X --cache-to X` works.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, cast
+
+from pybuild.digest import canonical_json, digest_hex, sha256_digest, validate_digest
+from pybuild.errors import ConfigError, InternalError, StoreError
+from pybuild.image.spec import (
+    OCI_MANIFEST,
+    Descriptor,
+    Index,
+    Manifest,
+    layer_compression,
+    layer_media_type,
+)
+from pybuild.record import record
+from pybuild.store.cas import BlobStore, fsync_dir
+
+if TYPE_CHECKING:
+    from pybuild.store.cas import BlobWriter
+    from pybuild.store.store import Store
+
+__all__ = ["CONFIG_MEDIA_TYPE", "CacheSpec", "LocalCacheSource", "export_cache", "parse_cache_from",
+           "parse_cache_to"]
+
+CONFIG_MEDIA_TYPE: Final = "application/vnd.pybuild.cache.config.v1+json"
+CACHE_VERSION: Final = 1
+MODES: Final = ("min", "max")
+_OCI_LAYOUT: Final = canonical_json({"imageLayoutVersion": "1.0.0"})
+_DOC_LIMIT: Final = 64 << 20  # index.json, the manifest and the config (about 200 bytes per entry)
+_CHUNK: Final = 1 << 20
+
+# BuildKit's keys (docs.docker.com/build/cache/backends/local): those taken, those whose only value here is
+# BuildKit's default (other values are refused), and those not available.
+_FROM_KEYS: Final = frozenset({"src"})
+_TO_KEYS: Final = frozenset({"dest", "mode"})
+_TO_FIXED: Final[Mapping[str, str]] = {"compression": "gzip", "oci-mediatypes": "true",
+                                       "image-manifest": "true", "ignore-error": "false"}
+_NOT_YET: Final[Mapping[str, frozenset[str]]] = {
+    "--cache-from": frozenset({"digest", "tag"}),
+    "--cache-to": frozenset({"compression-level", "force-compression", "tag"}),
+}
+
+
+@record
+class CacheSpec:
+    """One parsed `--cache-from` / `--cache-to`: `path` is `src=` or `dest=`; `mode` (`min`: the final
+    image's layers, `max`: every layer step) matters for `--cache-to` only."""
+
+    type: str
+    path: str
+    mode: str = "min"  # BuildKit's default for cache export
+
+
+# --- flags -------------------------------------------------------------------------------------------------
+
+
+def parse_cache_from(text: str) -> CacheSpec:
+    """Parse a `--cache-from` value (`type=local,src=DIR`); ConfigError naming the flag and the bad part."""
+    fields = _fields("--cache-from", text)
+    _check_keys("--cache-from", text, fields, _FROM_KEYS)
+    return CacheSpec("local", _path("--cache-from", text, fields, "src"))
+
+
+def parse_cache_to(text: str) -> CacheSpec:
+    """Parse a `--cache-to` value (`type=local,dest=DIR[,mode=min|max]`); ConfigError naming the bad part."""
+    fields = _fields("--cache-to", text)
+    _check_keys("--cache-to", text, fields, _TO_KEYS | _TO_FIXED.keys())
+    for key, only in _TO_FIXED.items():
+        value = fields.get(key)
+        if value is not None and value.lower() != only:
+            raise ConfigError(f"invalid --cache-to {text!r}: {key}={value} is not available yet "
+                              f"(only {key}={only})")
+    mode = fields.get("mode", "min").lower()
+    if mode not in MODES:
+        raise ConfigError(f"invalid --cache-to {text!r}: mode={fields['mode']} is not min or max")
+    return CacheSpec("local", _path("--cache-to", text, fields, "dest"), mode)
+
+
+def _fields(flag: str, text: str) -> dict[str, str]:
+    """The key=value pairs of one CSV record (so a quoted value may hold commas), with a valid type=local."""
+    if not text.strip():
+        raise ConfigError(f"invalid {flag} {text!r}: empty", hint=f"e.g. {flag} {_EXAMPLE[flag]}")
+    if "=" not in text:  # buildx reads a bare value as a registry ref; here a type is always required
+        key = "src" if flag == "--cache-from" else "dest"
+        raise ConfigError(f"invalid {flag} {text!r}: missing type=",
+                          hint=f"for a directory: {flag} type=local,{key}={text.strip()}")
+    try:
+        rows = list(csv.reader([text.strip()], skipinitialspace=True, strict=True))
+    except csv.Error as exc:
+        raise ConfigError(f"invalid {flag} {text!r}: {exc}") from None
+    fields: dict[str, str] = {}
+    for item in rows[0] if rows else []:
+        key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        if not sep or not key:
+            raise ConfigError(f"invalid {flag} {text!r}: {item!r} is not key=value",
+                              hint=f"e.g. {flag} {_EXAMPLE[flag]}")
+        if key in fields:
+            raise ConfigError(f"invalid {flag} {text!r}: {key} given twice")
+        fields[key] = value.strip()
+    kind = fields.pop("type", None)
+    if kind is None:
+        raise ConfigError(f"invalid {flag} {text!r}: missing type=", hint=f"e.g. {flag} {_EXAMPLE[flag]}")
+    if kind.lower() == "registry":
+        raise ConfigError(f"invalid {flag} {text!r}: type=registry is not available yet (no registry client)",
+                          hint="use type=local")
+    if kind.lower() != "local":
+        raise ConfigError(f"invalid {flag} {text!r}: unknown cache type {kind!r}", hint="cache types: local")
+    return fields
+
+
+_EXAMPLE: Final = {"--cache-from": "type=local,src=DIR", "--cache-to": "type=local,dest=DIR,mode=max"}
+
+
+def _check_keys(flag: str, text: str, fields: Mapping[str, str], allowed: Iterable[str]) -> None:
+    known = frozenset(allowed)
+    for key in sorted(fields):
+        if key in _NOT_YET[flag]:
+            raise ConfigError(f"invalid {flag} {text!r}: {key}= is not available yet")
+        if key not in known:
+            raise ConfigError(f"invalid {flag} {text!r}: unknown key {key!r}",
+                              hint=f"type=local takes: {', '.join(sorted(known))}")
+
+
+def _path(flag: str, text: str, fields: Mapping[str, str], key: str) -> str:
+    path = fields.get(key)
+    if path is None:
+        raise ConfigError(f"invalid {flag} {text!r}: missing {key}=", hint=f"e.g. {flag} {_EXAMPLE[flag]}")
+    if not path:
+        raise ConfigError(f"invalid {flag} {text!r}: {key} is empty")
+    return path
+
+
+# --- export ------------------------------------------------------------------------------------------------
+
+
+def export_cache(store: Store, spec: CacheSpec, entries: Sequence[tuple[str, str]]) -> int:
+    """Write `entries` ((cache key, layer diffID) pairs, already chosen by `spec.mode`) as the cache layout
+    at `spec.path` (see the module docstring); returns the number of entries written."""
+    from pybuild.store.images import layer_blob
+
+    if spec.type != "local":
+        raise InternalError(f"export_cache: unsupported cache type {spec.type!r}")
+    chosen = _unique(entries)
+    layout = _open_layout(spec.path)
+    layout.clean_temps()  # temps of an export that was killed (a live writer's are locked and kept)
+    layers: dict[str, Descriptor] = {}
+    rows: list[dict[str, str]] = []
+    for key, diff_id in sorted(chosen.items()):
+        digest, size = layer_blob(store, diff_id, "gzip")
+        if digest not in layers:
+            _copy_out(store, layout, digest, size)
+            layers[digest] = Descriptor(layer_media_type("gzip"), digest, size)
+        rows.append({"key": key, "diff_id": diff_id, "layer": digest})
+    config = canonical_json({"version": CACHE_VERSION, "entries": rows})
+    config_digest, _ = layout.put_bytes(config)
+    manifest = Manifest(Descriptor(CONFIG_MEDIA_TYPE, config_digest, len(config)), tuple(layers.values()))
+    data = manifest.to_bytes()
+    manifest_digest, _ = layout.put_bytes(data)
+    index = Index((Descriptor(OCI_MANIFEST, manifest_digest, len(data)),))
+    _replace_file(spec.path, "oci-layout", _OCI_LAYOUT)
+    _replace_file(spec.path, "index.json", index.to_bytes())  # last: it makes the new export visible
+    return len(rows)
+
+
+def _unique(entries: Sequence[tuple[str, str]]) -> dict[str, str]:
+    chosen: dict[str, str] = {}
+    for key, diff_id in entries:
+        validate_digest(key)
+        validate_digest(diff_id)
+        if chosen.setdefault(key, diff_id) != diff_id:
+            raise InternalError(f"export_cache: key {key} given with two layers ({chosen[key]}, {diff_id})")
+    return chosen
+
+
+def _open_layout(path: str) -> BlobStore:
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ConfigError(f"--cache-to dest {path} exists and is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+        return BlobStore(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the cache to {path}: {exc.strerror or exc}") from None
+
+
+def _copy_out(store: Store, layout: BlobStore, digest: str, size: int) -> None:
+    """Copy blob `digest` from the store into the layout (verified on the way) unless it is there already."""
+    if layout.exists(digest):
+        if layout.size(digest) != size:  # never rewritten, so say so rather than export a broken cache
+            raise StoreError(f"cache blob {layout.path(digest)} has the wrong size; remove the cache directory")
+        return
+    with store.blobs.open(digest, verify=True) as src:
+        layout.put_file(src, expected=digest)
+
+
+def _replace_file(directory: str, name: str, data: bytes) -> None:
+    """Write `directory/name` atomically: temp file, fsync, rename, fsync of the directory."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=directory)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the cache to {directory}: {exc.strerror or exc}") from None
+    try:
+        with open(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, os.path.join(directory, name))
+        fsync_dir(directory)
+    except OSError as exc:
+        _unlink(tmp)
+        raise StoreError(f"cannot write {name} of the cache at {directory}: {exc.strerror or exc}") from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# --- import ------------------------------------------------------------------------------------------------
+
+
+@record
+class _Entry:
+    key: str
+    diff_id: str
+    layer: Descriptor
+
+
+class LocalCacheSource:
+    """A --cache-from directory, read once (lazily, on first fetch) and thread-safe.
+
+    Made by `api.build` for each `--cache-from`; `steps.StepRunner` calls `fetch` on a local cache miss.
+    """
+
+    def __init__(self, spec: CacheSpec) -> None:
+        if spec.type != "local":
+            raise InternalError(f"LocalCacheSource: unsupported cache type {spec.type!r}")
+        if not os.path.isdir(spec.path):
+            raise ConfigError(f"--cache-from src {spec.path}: no such directory",
+                              hint="export one first with --cache-to type=local,dest=DIR")
+        self.spec = spec
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] | None = None
+        self._copying: dict[str, threading.Lock] = {}  # layer digest → held while it is copied
+
+    def fetch(self, key: str, store: Store) -> str | None:
+        """If the exported cache has an entry for cache key `key`: make its layer available in `store`
+        (its blob copied in with digest checks, recorded as the compressed form of its diffID, and the
+        diffID blob and size recorded, as `worker.snapshots.open_layer` and `images.layer_blob` expect)
+        and return the layer's diffID; else None. A corrupt blob is a StoreError and stores nothing."""
+        entry = self._load().get(key)
+        if entry is None:
+            return None
+        with self._layer_lock(entry.layer.digest):
+            if not store.blobs.exists(entry.diff_id):
+                _copy_in(self.spec.path, entry, store)
+            elif store.index.layer_size(entry.diff_id) is None:  # a copy killed before it was recorded
+                store.index.record_layer(entry.diff_id, store.blobs.size(entry.diff_id))
+        return entry.diff_id
+
+    def keys(self) -> frozenset[str]:
+        """The cache keys the directory holds (reads it if not done yet)."""
+        return frozenset(self._load())
+
+    def _load(self) -> dict[str, _Entry]:
+        with self._lock:
+            if self._entries is None:
+                self._entries = _read_cache(self.spec.path)
+            return self._entries
+
+    def _layer_lock(self, digest: str) -> threading.Lock:
+        with self._lock:
+            return self._copying.setdefault(digest, threading.Lock())
+
+
+def _read_cache(root: str) -> dict[str, _Entry]:
+    """The entries of the cache layout at `root` (index.json → our manifest → its config)."""
+    try:
+        with open(os.path.join(root, "index.json"), "rb") as f:
+            data = f.read(_DOC_LIMIT + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"--cache-from src {root} is not a cache directory (no index.json)",
+                          hint="export one with --cache-to type=local,dest=DIR") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the cache at {root}: {exc.strerror or exc}") from None
+    try:
+        index = Index.from_bytes(data)
+        for desc in index.manifests:
+            if desc.media_type != OCI_MANIFEST:
+                continue
+            manifest = Manifest.from_bytes(_read_doc(root, desc))
+            if manifest.config.media_type == CONFIG_MEDIA_TYPE:
+                return _parse_config(_read_doc(root, manifest.config), manifest)
+    except StoreError as exc:
+        raise StoreError(f"corrupt cache at {root}: {exc.message}") from None
+    raise ConfigError(f"--cache-from src {root} holds no pybuild build cache",
+                      hint="it was not written by pybuild build --cache-to")
+
+
+def _read_doc(root: str, desc: Descriptor) -> bytes:
+    """A small blob of the layout, checked against its descriptor's digest and size."""
+    if desc.size > _DOC_LIMIT:
+        raise StoreError(f"{desc.digest} is too big for a {desc.media_type} ({desc.size} bytes)")
+    try:
+        with open(_blob_path(root, desc.digest), "rb") as f:
+            data = f.read(desc.size + 1)
+    except FileNotFoundError:
+        raise StoreError(f"blob {desc.digest} is missing") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read blob {desc.digest}: {exc.strerror or exc}") from None
+    if len(data) != desc.size or sha256_digest(data) != desc.digest:
+        raise StoreError(f"blob {desc.digest} does not match its digest")
+    return data
+
+
+def _parse_config(data: bytes, manifest: Manifest) -> dict[str, _Entry]:
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise StoreError(f"cache config is not JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("version") != CACHE_VERSION or not isinstance(doc.get("entries"), list):
+        version = doc.get("version") if isinstance(doc, dict) else None
+        raise StoreError(f"unsupported cache config (version {version!r}, this pybuild reads {CACHE_VERSION})")
+    layers = {layer.digest: layer for layer in manifest.layers}
+    entries: dict[str, _Entry] = {}
+    for item in doc["entries"]:
+        key, diff_id, layer = (_field(item, name) for name in ("key", "diff_id", "layer"))
+        if layer not in layers:
+            raise StoreError(f"entry {key} names layer {layer}, which the manifest does not list")
+        entries[key] = _Entry(key, diff_id, layers[layer])
+    return entries
+
+
+def _field(item: Any, name: str) -> str:
+    value = item.get(name) if isinstance(item, dict) else None
+    if not isinstance(value, str):
+        raise StoreError(f"cache entry without a {name!r} string: {item!r}"[:300])
+    return validate_digest(value)
+
+
+def _blob_path(root: str, digest: str) -> str:
+    return os.path.join(root, "blobs", "sha256", digest_hex(digest))
+
+
+def _copy_in(root: str, entry: _Entry, store: Store) -> None:
+    """Copy the layer of `entry` into `store`: as given and decompressed, every digest checked before
+    anything is committed; then record the blobs, the layer and its compressed form."""
+    from pybuild.store.images import LOADED_LEVEL
+
+    desc = entry.layer
+    try:
+        compression = layer_compression(desc.media_type)
+        src = open(_blob_path(root, desc.digest), "rb")
+    except StoreError as exc:
+        raise StoreError(f"corrupt cache at {root}: {exc.message}") from None
+    except OSError as exc:
+        raise StoreError(f"corrupt cache at {root}: cannot read layer {desc.digest} of {entry.key}: "
+                         f"{exc.strerror or exc}") from None
+    with src, ExitStack() as stack:
+        plain = stack.enter_context(store.blobs.writer())
+        packed = stack.enter_context(store.blobs.writer()) if compression != "uncompressed" else None
+        size, packed_size = _stream(root, entry, src, compression, plain, packed)
+        _, size = _commit(root, entry, plain, entry.diff_id)
+        store.index.record_blob(entry.diff_id, size, layer_media_type("uncompressed"))
+        store.index.record_layer(entry.diff_id, size)
+        if packed is not None:
+            _commit(root, entry, packed, desc.digest)
+            store.index.record_blob(desc.digest, packed_size, desc.media_type)
+            store.index.record_compressed(entry.diff_id, compression, LOADED_LEVEL, desc.digest, packed_size)
+
+
+def _stream(root: str, entry: _Entry, src: BinaryIO, compression: str, plain: BlobWriter,
+            packed: BlobWriter | None) -> tuple[int, int]:
+    """Read the cache's layer blob into `packed` and its decompressed bytes into `plain` (uncommitted);
+    StoreError unless the blob matches its descriptor. Returns (uncompressed size, blob size)."""
+    from pybuild.store.compress import decompress_stream
+
+    desc = entry.layer
+    tee = _Tee(src, packed)
+    try:
+        raw = cast(IO[bytes], tee)
+        unpacked = decompress_stream(raw, compression) if packed is not None else raw
+        while chunk := unpacked.read(_CHUNK):
+            plain.write(chunk)
+        tee.drain()
+    except StoreError as exc:
+        raise StoreError(f"corrupt cache at {root}: layer {desc.digest} of {entry.key}: {exc.message}") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read the cache at {root}: layer {desc.digest}: {exc.strerror or exc}") from None
+    actual = "sha256:" + tee.hash.hexdigest()
+    if actual != desc.digest or tee.size != desc.size:
+        raise StoreError(f"corrupt cache at {root}: layer {desc.digest} ({desc.size} bytes) of {entry.key} "
+                         f"has content {actual} ({tee.size} bytes)")
+    return plain.size, tee.size
+
+
+def _commit(root: str, entry: _Entry, writer: BlobWriter, digest: str) -> tuple[str, int]:
+    try:
+        result = writer.commit(digest)
+    except StoreError as exc:
+        if "digest mismatch" not in exc.message:
+            raise
+        raise StoreError(f"corrupt cache at {root}: layer {entry.layer.digest} of {entry.key} does not "
+                         f"match its diffID {entry.diff_id}") from None
+    return result
+
+
+class _Tee:
+    """Reads `src`, hashing what passes (the blob's digest is checked before any writer commits) and
+    copying it into `copy` when given."""
+
+    def __init__(self, src: BinaryIO, copy: BlobWriter | None) -> None:
+        self.src = src
+        self.copy = copy
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.src.read(size)
+        self.hash.update(data)
+        self.size += len(data)
+        if self.copy is not None and data:
+            self.copy.write(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
