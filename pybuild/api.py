@@ -180,9 +180,6 @@ class _Build:
 
                 exc.source = SourceFile(name, decode(data))  # the CLI shows the lines around the step
             raise
-        for miss in runner.misses:
-            for reason in miss.reasons:
-                self.note(f"cache miss: {self.names.get(miss.digest, miss.digest)}: {reason}")
         return runner, results
 
     def _export_cache(self, store: Any, runner: Any, image: Any) -> None:

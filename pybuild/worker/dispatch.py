@@ -10,10 +10,12 @@ What each op does:
 - `ContextSourceOp`: a marker only. The files a COPY reads are listed when the COPY runs
   (`list_sources` over the op's source paths, with the context's ignore file), so the result is an empty
   chain flagged `context=True`.
-- `ExecOp`: a fresh overlay over the input chain, the process in the OCI runtime, commit -> chain + (step,).
+- `ExecOp`: a fresh overlay over the input layers, the process in the OCI runtime, then the upper becomes a
+  layer (blob + snapshot) and the result is the input's layers + that one.
   The planner has already built argv (heredocs included); a shebang heredoc's body (`op.script`) is written
   to a 0755 file mounted read-only at `args[0]`. RUN `--mount`s go through `mounts.prepare_mounts`: `from=`
-  sources are throwaway overlays of the other op's filesystem, context binds read `context.root`, secrets
+  sources are throwaway overlays of the other op's filesystem, context binds read `context.root` (through a
+  hard-linked copy of what the ignore file lets through, when it excludes anything), secrets
   come from `self.secrets`, caches live in `<store>/cache-mounts`; all released before the layer is taken
   (so cache and secret mount points never reach it). `--security=insecure` is refused.
 - `FileOp`: COPY / ADD / WORKDIR's mkdir on a fresh overlay over the input chain, then commit. A source that
@@ -180,12 +182,43 @@ class Worker:
                 views[label] = stack.enter_context(self.snapshots.mounted_rootfs(chain)).rootfs
             return views[label]
 
-        secrets = getattr(self, "secrets", None)
+        context_dir = None
+        if self.context is not None:
+            context_dir = self.context.root
+            binds = [m.source for m in op.mounts if m.input and _input(inputs, m.input).context]
+            if binds and self.context.excludes:
+                context_dir = self._filtered_context(binds, stack)
         prepared = stack.enter_context(prepare_mounts(
-            mounts, rootfs=rootfs, context_dir=self.context.root if self.context is not None else None,
-            stage_rootfs=stage_rootfs, secrets=secrets if isinstance(secrets, SecretStore) else SecretStore(),
+            mounts, rootfs=rootfs, context_dir=context_dir, stage_rootfs=stage_rootfs, secrets=self.secrets,
             cache_root=os.path.join(self.store.root, "cache-mounts"), workdir=op.cwd or "/", cancel=cancel))
         return prepared.host_mounts, prepared.env
+
+    def _filtered_context(self, sources: list[str], stack: ExitStack) -> str:
+        """The context as a bind mount sees it when an ignore file excludes paths (BuildKit binds a
+        filtered view): the selected entries hard-linked (copied across filesystems) into a temp tree
+        under the store, removed after the run."""
+        import shutil
+        import tempfile
+
+        assert self.context is not None
+        root = tempfile.mkdtemp(prefix="ctx-", dir=self.store.root)
+        stack.callback(shutil.rmtree, root, True)
+        listing = list_sources(self.context, [s or "." for s in sources])
+        for entry in listing.entries:
+            src, dst = os.path.join(self.context.root, entry.path), os.path.join(root, entry.path)
+            if entry.kind == "dir":
+                os.makedirs(dst, exist_ok=True)
+                os.chmod(dst, stat.S_IMODE(entry.mode))
+                continue
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if entry.kind == "symlink" and entry.link_target is not None:
+                os.symlink(entry.link_target, dst)
+                continue
+            try:
+                os.link(src, dst, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(src, dst, follow_symlinks=False)
+        return root
 
     def _run_mount(self, spec: MountSpec, inputs: Mapping[str, StepResult], sources: dict[str, str]) -> Mount:
         """The parsed-mount form `prepare_mounts` takes of one planned mount; notes `from=` sources."""

@@ -156,6 +156,20 @@ def test_bind_mount_from_the_context(store: Store, tmp_path: Path) -> None:
         build(store, dockerfile)
 
 
+def test_bind_mount_from_the_context_honours_the_ignore_file(store: Store, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "sub" / "node_modules").mkdir(parents=True)
+    (ctx / "sub" / "keep.txt").write_text("kept\n")
+    (ctx / "sub" / "secret.env").write_text("excluded\n")
+    (ctx / "sub" / "node_modules" / "big.js").write_text("excluded\n")
+    (ctx / ".dockerignore").write_text("**/*.env\nsub/node_modules\n")
+    dockerfile = ("FROM busybox:latest\nRUN --mount=source=sub,target=/in,rw "
+                  "ls -a /in > /listing && echo changed > /in/keep.txt\n")
+    files, _ = build(store, dockerfile, context=ctx)
+    assert files["listing"] == b".\n..\nkeep.txt\n"
+    assert (ctx / "sub" / "keep.txt").read_text() == "kept\n"  # rw writes never reach the context
+
+
 # --- tmpfs ----------------------------------------------------------------------------------------------
 
 
