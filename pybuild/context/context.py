@@ -127,12 +127,16 @@ def list_files(ctx: BuildContext, *, includes: Sequence[str] = ()) -> Listing:
 def list_sources(ctx: BuildContext, sources: Sequence[str], *, parents: bool = False) -> Listing:
     """Walk only what the COPY/ADD `sources` can read: the rest of the context is never listed or read.
 
-    The sources become walker include patterns (`sources.include_patterns`); a source naming the whole
-    context (`.`, `/`) walks everything.
+    The sources become walker include patterns (`sources.include_patterns`), plus the paths the symlinks
+    they name lead to inside the context (`follow.follow_links`, BuildKit's FollowPaths), so a source that
+    is a link finds its target; a source naming the whole context (`.`, `/`) walks everything. The build
+    hashes the same listing for the step's cache key, so the key covers the link targets too.
     """
+    from pybuild.context.follow import follow_links
     from pybuild.context.sources import include_patterns
 
-    return list_files(ctx, includes=include_patterns(sources, parents=parents))
+    includes = include_patterns(sources, parents=parents)
+    return list_files(ctx, includes=follow_links(ctx.root, includes) if includes else ())
 
 
 class ContextHasher:

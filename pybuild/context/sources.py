@@ -171,7 +171,7 @@ def resolve_dest(dest: str, workdir: str = "/") -> tuple[str, bool]:
 
 # ---------------------------------------------------------------------------------------------- patterns
 
-def _has_wildcards(text: str) -> bool:
+def has_wildcards(text: str) -> bool:
     """fsutil's containsWildcards: `*`, `?` or `[` not escaped by a backslash."""
     i = 0
     while i < len(text):
@@ -319,7 +319,7 @@ def select_sources(
 
 def _tops(shown: str, rel: str, view: TreeView, opts: _Options) -> list[_Top]:
     """What source `rel` (cleaned; `shown` as written) names: one entry, or each wildcard match."""
-    if not _has_wildcards(rel):
+    if not has_wildcards(rel):
         entry = _resolve(view, rel, follow_last=True, shown=shown)
         if entry is None:
             raise _missing(shown, rel, view, opts)
@@ -346,7 +346,7 @@ def _glob(view: TreeView, rel: str, shown: str, opts: _Options) -> list[tuple[st
     The literal base is followed; the wildcard segments walk real directories only (fsutil uses lstat).
     """
     segs = rel.split("/")
-    first = next(i for i, seg in enumerate(segs) if _has_wildcards(seg))
+    first = next(i for i, seg in enumerate(segs) if has_wildcards(seg))
     patterns = segs[first:]
     try:
         for pattern in patterns:
@@ -415,7 +415,7 @@ def _select_parents(src: str, view: TreeView, dest: str, opts: _Options) -> Iter
     if not pivot:
         parent_raw, pattern_raw = "", src
     parent, pattern = clean_rel(parent_raw), clean_rel(pattern_raw)
-    wild = _has_wildcards(parent) or _has_wildcards(pattern)
+    wild = has_wildcards(parent) or has_wildcards(pattern)
     full = f"{parent}/{pattern}".strip("/")
     if not wild and _resolve(view, full, follow_last=False, shown=src) is None:
         raise _missing(src, full, view, opts)
@@ -461,9 +461,9 @@ def include_patterns(sources: Sequence[str], *, parents: bool = False) -> tuple[
 
     Each source is cleaned like `select_sources` does (a `--parents` pivot `/./` cleans away). Plain
     sources are Go globs, which moby/patternmatcher include patterns accept with the same or wider
-    meaning (`**` spans directories there), so the walk reads a superset. Gap: targets of symlinks that a
-    source follows may lie outside these patterns; the planner must re-check (or walk unrestricted) when
-    `select_sources` reports a dangling link.
+    meaning (`**` spans directories there), so the walk reads a superset. Targets of symlinks that a
+    source follows may lie outside these patterns: `context.list_sources` adds them
+    (`follow.follow_links`) before walking.
     """
     del parents  # the pivot and the pattern join back into the path the source names
     cleaned = {clean_rel(src) for src in sources}

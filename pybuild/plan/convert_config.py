@@ -2,7 +2,9 @@
 
 `StageState` is the converter's mutable view of one stage: its current op, its image config fields, its
 history and its variables. `apply_metadata` handles every instruction that changes only the config; each
-adds a history entry with `empty_layer: true` whose `created_by` is worded like BuildKit's.
+(but ONBUILD, which BuildKit does not record) adds a history entry with `empty_layer: true` whose
+`created_by` is worded like current BuildKit's (dockerfile2llb `commitToHistory`): Go `fmt` renderings
+of the config values, which the `go_*` helpers below reproduce.
 """
 
 from __future__ import annotations
@@ -34,15 +36,70 @@ from pybuild.image.config import ContainerConfig, Healthcheck, History, ImageCon
 from pybuild.image.spec import Platform
 from pybuild.plan.convert_args import Scope
 
-__all__ = ["DEFAULT_PATH", "DEFAULT_SHELL", "StageState", "apply_metadata", "go_list"]
+__all__ = ["DEFAULT_PATH", "DEFAULT_SHELL", "StageState", "apply_metadata", "go_duration", "go_healthcheck",
+           "go_list", "go_words"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHELL = ("/bin/sh", "-c")
 
 
 def go_list(items: tuple[str, ...] | list[str]) -> str:
-    """Go's `%q` of a []string: `["a" "b"]`, as BuildKit writes CMD/ENTRYPOINT/SHELL history."""
+    """Go's `%q` of a []string: `["a" "b"]`, as BuildKit writes CMD/ENTRYPOINT history."""
     return "[" + " ".join(go_quote(item) for item in items) + "]"
+
+
+def go_words(items: tuple[str, ...] | list[str]) -> str:
+    """Go's `%v` of a []string: `[a b]`, as BuildKit writes SHELL history (no quoting at all)."""
+    return "[" + " ".join(items) + "]"
+
+
+def _go_frac(value: int, prec: int) -> tuple[str, int]:
+    """Go's `fmtFrac`: the fraction of value/10**prec (".5", trailing zeros and an empty "." dropped)."""
+    digits: list[str] = []
+    printed = False
+    for _ in range(prec):
+        digit = value % 10
+        printed = printed or digit != 0
+        if printed:
+            digits.append(str(digit))
+        value //= 10
+    return ("." + "".join(reversed(digits)) if printed else ""), value
+
+
+def go_duration(nanos: int) -> str:
+    """Go's `time.Duration.String()`: `1m30s`, `0s`, `1.5s`, `500ms`, `2h0m0s`, `1µs`, `-3ns`."""
+    neg = nanos < 0
+    u = -nanos if neg else nanos
+    if u < 1_000_000_000:
+        if u == 0:
+            return "0s"
+        if u < 1_000:
+            prec, unit = 0, "ns"
+        elif u < 1_000_000:
+            prec, unit = 3, "\u00b5s"
+        else:
+            prec, unit = 6, "ms"
+        frac, u = _go_frac(u, prec)
+        text = f"{u}{frac}{unit}"
+    else:
+        frac, u = _go_frac(u, 9)
+        text = f"{u % 60}{frac}s"
+        u //= 60
+        if u > 0:
+            text = f"{u % 60}m{text}"
+            u //= 60
+            if u > 0:
+                text = f"{u}h{text}"
+    return "-" + text if neg else text
+
+
+def go_healthcheck(health: Healthcheck) -> str:
+    """Go's `%+v` of a `dockerspec.HealthcheckConfig`, as current BuildKit writes HEALTHCHECK history:
+    `{Test:[CMD /bin/true] Interval:30s Timeout:5s StartPeriod:10s StartInterval:0s Retries:4}`
+    (its convert_test.go's TestDispatchHealthcheckHistory; v0.8 wrote `%q` of a pointer instead)."""
+    return (f"{{Test:{go_words(health.test)} Interval:{go_duration(health.interval)} "
+            f"Timeout:{go_duration(health.timeout)} StartPeriod:{go_duration(health.start_period)} "
+            f"StartInterval:{go_duration(health.start_interval)} Retries:{health.retries}}}")
 
 
 class StageState:
@@ -55,12 +112,17 @@ class StageState:
         self.platform = platform
         self.lexer = lexer
         self.created = created
-        self.scope = Scope(dict(entry.partition("=")[::2] for entry in cfg.env))
+        env = dict(entry.partition("=")[::2] for entry in cfg.env)
+        if "PATH" not in env and platform.os != "windows":
+            # BuildKit's dispatchStages: "make sure that PATH is always set" in the config (not on Windows)
+            env["PATH"] = DEFAULT_PATH
+        self.scope = Scope(env)
         self.user = cfg.user
         self.workdir = cfg.working_dir
         self.entrypoint = cfg.entrypoint
         self.cmd = cfg.cmd
         self.cmd_set = False
+        self.args_escaped = cfg.args_escaped
         self.exposed = list(cfg.exposed_ports)
         self.volumes = list(cfg.volumes)
         self.labels = dict(cfg.labels)
@@ -108,7 +170,7 @@ class StageState:
             env=tuple(f"{k}={v}" for k, v in self.scope.env.items()),
             entrypoint=self.entrypoint, cmd=self.cmd, volumes=tuple(self.volumes), working_dir=self.workdir,
             labels=tuple(self.labels.items()), stop_signal=self.stop_signal, healthcheck=self.healthcheck,
-            on_build=tuple(self.on_build), shell=self.shell, args_escaped=False,
+            on_build=tuple(self.on_build), shell=self.shell, args_escaped=self.args_escaped,
         )
         return ImageConfig(
             architecture=self.platform.architecture, os=self.platform.os, variant=self.platform.variant,
@@ -143,6 +205,7 @@ _PORT = re.compile(r"(\d+)(?:-(\d+))?(?:/(tcp|udp|sctp))?", re.IGNORECASE)
 
 def _expose(state: StageState, command: ExposeCommand) -> None:
     words = [word for port in command.ports for word in state.expand_words(port)]
+    ports: set[str] = set()
     for word in words:
         match = _PORT.fullmatch(word)
         if match is None:
@@ -152,8 +215,18 @@ def _expose(state: StageState, command: ExposeCommand) -> None:
         proto = (match.group(3) or "tcp").lower()
         if end < start:
             raise DockerfileError(f"invalid range specified for port: {word}")
-        state.exposed.extend(f"{port}/{proto}" for port in range(start, end + 1))
-    state.commit("EXPOSE " + " ".join(words))
+        ports.update(f"{port}/{proto}" for port in range(start, end + 1))
+    state.exposed.extend(sorted(ports))
+    # Current BuildKit (moby/buildkit#6218) writes Go's `%v` of the normalised port specs in the
+    # instruction's order, which the parser sorted as BuildKit's does (v0.8 printed the port map)
+    specs = [_port_spec(word) for word in words]
+    state.commit("EXPOSE " + go_words(specs))
+
+
+def _port_spec(word: str) -> str:
+    """`80` → `80/tcp`, `53/UDP` → `53/udp`, `8000-8002` → `8000-8002/tcp` (already validated)."""
+    port, _, proto = word.partition("/")
+    return f"{port}/{(proto or 'tcp').lower()}"
 
 
 def _volume(state: StageState, command: VolumeCommand) -> None:
@@ -174,6 +247,7 @@ def _cmd(state: StageState, command: CmdCommand) -> None:
     args = state.run_shell + command.cmd_line if command.prepend_shell else command.cmd_line
     state.cmd = args
     state.cmd_set = True
+    state.args_escaped = True  # BuildKit sets it for every CMD, exec form too (ENTRYPOINT leaves it)
     state.commit("CMD " + go_list(args))
 
 
@@ -192,17 +266,16 @@ def _healthcheck(state: StageState, command: HealthcheckCommand) -> None:
         test=command.test, interval=command.interval, timeout=command.timeout,
         start_period=command.start_period, start_interval=command.start_interval, retries=command.retries,
     )
-    state.commit("HEALTHCHECK " + go_list(command.test))
+    state.commit("HEALTHCHECK " + go_healthcheck(state.healthcheck))
 
 
 def _shell(state: StageState, command: ShellCommand) -> None:
     state.shell = command.shell
-    state.commit("SHELL " + go_list(command.shell))
+    state.commit("SHELL " + go_words(command.shell))
 
 
 def _onbuild(state: StageState, command: OnbuildCommand) -> None:
-    state.on_build.append(command.expression)
-    state.commit("ONBUILD " + command.expression)
+    state.on_build.append(command.expression)  # no history entry: BuildKit's dispatchOnbuild commits none
 
 
 def _maintainer(state: StageState, command: MaintainerCommand) -> None:

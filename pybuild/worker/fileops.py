@@ -7,17 +7,19 @@ RootDir of its own tree, so nothing on the host outside the two roots is ever re
 
 Semantics (BuildKit's Dockerfile frontend + fsutil copy, decisions marked):
 - Permission bits are preserved unless `--chmod` (octal, or symbolic like `u+x,g-w`, applied to each copied
-  file and directory, never to symlinks or created parents). Decision: symbolic clauses without a `who`
-  mean `a` and ignore the umask (there is none in a build).
+  file and directory, never to symlinks, created parents, or the destination directory a directory source
+  is copied into: BuildKit creates that one with MkdirAll / fsutil's top-level copy and never chmods it, so
+  `COPY --chmod=0750 dir /d/` gives a 0755 /d holding 0750 entries). Decision: symbolic clauses without a
+  `who` mean `a` and ignore the umask (there is none in a build).
 - Ownership: 0:0 for the build context; preserved for `COPY --from` (`preserve_owner=True`); `--chown`
   sets every copied entry and every created parent. A name is looked up in the DESTINATION rootfs's
   /etc/passwd and /etc/group; a name without a group takes its passwd primary group, a numeric uid without
   a group uses the uid as gid (BuildKit's file-op `readUser`). Ownership is only applied when running
   as root.
 - Missing parents are created 0755, owned by the --chown user (BuildKit `MkdirAll(..., chownUser)`), root
-  otherwise, mtime now. A new top-level directory takes its source's mode and mtime; an existing
-  directory (the destination of a directory source) keeps its own metadata; nested directories take
-  their source's metadata.
+  otherwise, mtime now. A new top-level directory takes its source's mode (never --chmod) and mtime; an
+  existing directory (the destination of a directory source) keeps its own metadata; nested directories
+  take their source's metadata.
 - Symlinks are copied as symlinks (target unchanged). The destination a source names is resolved with a
   final symlink followed inside the rootfs (BuildKit's `fs.RootPath` on the COPY destination: `COPY a /l`
   with `/l -> /x` writes /x); an entry inside a copied directory replaces an existing file or symlink
@@ -274,7 +276,8 @@ class Writer:
         self.dirs.forget(clean_path(dest))  # it may have been a link to a directory we looked through
 
     def directory(self, dest: str, perm: int, uid: int, gid: int, mtime_ns: int, *, top: bool) -> None:
-        """Make directory `dest` (or reuse an existing one; a top one keeps its metadata)."""
+        """Make directory `dest` (or reuse an existing one; a top one keeps its metadata, and a new top one
+        gets `perm` itself: --chmod applies to what is copied into it, not to it)."""
         if clean_path(dest) == "/":
             return  # the rootfs's own root keeps its metadata
         dir_fd, name = self.parent(dest)
@@ -296,7 +299,7 @@ class Writer:
         try:
             if _AS_ROOT:
                 os.fchown(fd, *self.owner_for(uid, gid))
-            os.fchmod(fd, self.mode_for(perm, True))
+            os.fchmod(fd, perm & 0o7777 if top else self.mode_for(perm, True))
         finally:
             os.close(fd)
         self.dir_times.append((clean_path(dest), mtime_ns))

@@ -118,6 +118,59 @@ def test_unused_subtree_is_never_listed_or_read(ctx: Path, monkeypatch: pytest.M
     assert set(sums.nodes) == {"", "src", "src/main.py"}
 
 
+@pytest.fixture
+def linked(ctx: Path) -> Path:
+    """A context whose COPY sources are symlinks: to a file, a directory, a chain, outside, excluded."""
+    (ctx / "real").mkdir()
+    (ctx / "real" / "x.txt").write_text("x\n")
+    (ctx / "real" / "up.txt").symlink_to("../notes.txt")
+    (ctx / "link-to-notes").symlink_to("notes.txt")
+    (ctx / "abs-link").symlink_to("/notes.txt")  # absolute targets restart at the context root
+    (ctx / "lnkdir").symlink_to("real")
+    (ctx / "chain").symlink_to("lnkdir/up.txt")
+    (ctx / "outside").symlink_to("../../../../etc/hostname")
+    (ctx / "to-secret").symlink_to("secret.key")
+    (ctx / "loop").symlink_to("loop")
+    (ctx / ".dockerignore").write_text("secret.key\n")
+    return ctx
+
+
+@pytest.mark.parametrize(("sources", "listed"), [
+    (["link-to-notes"], ["link-to-notes", "notes.txt"]),
+    (["abs-link"], ["abs-link", "notes.txt"]),
+    (["chain"], ["chain", "lnkdir", "notes.txt", "real", "real/up.txt"]),
+    (["lnkdir"], ["lnkdir", "real", "real/up.txt", "real/x.txt"]),
+    (["lnkdir/*.txt"], ["lnkdir", "notes.txt", "real", "real/up.txt", "real/x.txt"]),
+    (["link-*"], ["link-to-notes", "notes.txt"]),
+    (["src"], ["src", "src/main.py"]),
+])
+def test_sources_list_the_targets_of_links_they_follow(linked: Path, sources: list[str],
+                                                       listed: list[str]) -> None:
+    from pybuild.context.sources import EntryView, select_sources
+
+    listing = list_sources(open_context(str(linked)), sources)
+    assert [e.path for e in listing.entries] == listed
+    items = select_sources(sources, EntryView(listing.entries), "/out/")
+    assert items and all(item.entry.kind != "symlink" for item in items if item.top)
+
+
+@pytest.mark.parametrize("source", ["outside", "to-secret", "loop"])
+def test_links_out_of_the_context_or_to_excluded_files_still_dangle(linked: Path, source: str) -> None:
+    from pybuild.context.sources import EntryView, select_sources
+
+    listing = list_sources(open_context(str(linked)), [source])
+    assert [e.path for e in listing.entries] == [source]
+    with pytest.raises(ContextError, match="symbolic link|too many levels"):
+        select_sources([source], EntryView(listing.entries), "/x")
+
+
+def test_link_target_changes_the_selection_checksum(linked: Path) -> None:
+    context = open_context(str(linked))
+    before = checksum_selection(context, list_sources(context, ["link-to-notes"])).checksum
+    (linked / "notes.txt").write_text("changed\n")
+    assert checksum_selection(context, list_sources(context, ["link-to-notes"])).checksum != before
+
+
 def test_checksum_paths(ctx: Path) -> None:
     context = open_context(str(ctx))
     sums = checksum_paths(context, ["src", "/src/main.py", "./notes.txt"])

@@ -12,6 +12,7 @@ from pybuild.errors import DockerfileError
 from pybuild.image.config import ContainerConfig, History, ImageConfig
 from pybuild.image.spec import Platform
 from pybuild.plan.convert import convert
+from pybuild.plan.convert_config import DEFAULT_PATH, go_duration
 from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, ImageSourceOp, Plan
 
 PLATFORM = Platform("linux", "amd64")
@@ -77,7 +78,7 @@ def test_copy_from_index_image_and_mount_from() -> None:
 
 def test_from_stage_chain_and_circular_copy() -> None:
     p = plan("FROM alpine AS a\nENV X=1\nFROM a AS b\nRUN echo\n")
-    assert p.image.config.env == ("X=1",)
+    assert p.image.config.env == (f"PATH={DEFAULT_PATH}", "X=1")
     with pytest.raises(DockerfileError, match="circular"):
         plan("FROM alpine AS a\nCOPY --from=b / /\nFROM alpine AS b\nCOPY --from=a / /\n")
 
@@ -148,7 +149,7 @@ ENTRYPOINT ["/entry"]
 def test_config_fields() -> None:
     base = ImageConfig(architecture="amd64", os="linux", config=ContainerConfig(cmd=("base-cmd",)))
     cfg = plan(CONFIG, configs={"base": base}).image.config
-    assert cfg.env == ("APP=/srv/app",)
+    assert cfg.env == (f"PATH={DEFAULT_PATH}", "APP=/srv/app")
     assert cfg.working_dir == "/srv/app"
     assert cfg.user == "app"
     assert dict(cfg.labels) == {"a": "1", "b c": "2"}
@@ -194,54 +195,59 @@ def test_history_entries() -> None:
     assert len(p.layers) == 3 and p.layers[-1] == p.target
 
 
-def test_source_date_epoch() -> None:
-    assert plan("FROM scratch\nENV A=1\n").image.created is None
-    p = plan("FROM scratch\nENV A=1\n", epoch=1700000000)
-    assert p.image.created == "2023-11-14T22:13:20Z"
-    assert {h.created for h in p.image.history} == {"2023-11-14T22:13:20Z"}
-    from_arg = plan("FROM scratch\nENV A=1\n", {"SOURCE_DATE_EPOCH": "0"})
-    assert from_arg.image.created == "1970-01-01T00:00:00Z" and from_arg.warnings == ()
+def test_metadata_history_is_worded_like_buildkit() -> None:
+    p = plan(CONFIG, configs={"base": ImageConfig(architecture="amd64", os="linux")})
+    entries = [text for text, _ in history(p)]
+    assert "EXPOSE [8080/tcp 53/udp 7000-7001/tcp]" in entries
+    assert ("HEALTHCHECK {Test:[CMD-SHELL curl -f localhost] Interval:5s Timeout:0s StartPeriod:0s "
+            "StartInterval:0s Retries:0}") in entries
+    assert "SHELL [/bin/bash -c]" in entries
+    assert not any(text.startswith("ONBUILD") for text in entries)  # BuildKit records no ONBUILD step
+    assert plan("FROM scratch\nEXPOSE 80 443/TCP 80/tcp 80-81\n").image.history[-1].created_by == (
+        "EXPOSE [443/tcp 80/tcp 80-81/tcp 80/tcp]")  # the parser sorts the words, as BuildKit's does
 
 
-def test_copy_and_add_ops() -> None:
-    p = plan("FROM scratch\nWORKDIR /app\nARG D=dst\nCOPY --chown=1:1 --exclude=*.md src/ $D/\n"
-             "ADD --checksum=sha256:abc https://example.com/f.tgz /f\n")
-    copy, add = [op for op in p.ops.values() if isinstance(op, FileOp) and op.action != "mkdir-workdir"]
-    assert copy.dest == "/app/dst/" and copy.chown == "1:1" and copy.excludes == ("*.md",)
-    assert copy.source is not None
-    context = p.ops[copy.source.input]
-    assert isinstance(context, ContextSourceOp) and context.includes == ("src/",)
-    assert add.urls == ("https://example.com/f.tgz",) and add.source is None and add.checksum == "sha256:abc"
+def test_healthcheck_history_has_every_field() -> None:
+    p = plan("FROM scratch\nHEALTHCHECK --interval=1m30s --timeout=1.5s --start-period=500ms "
+             "--start-interval=2s --retries=65 CMD [\"/bin/check\", \"a b\"]\n")
+    assert p.image.history[-1].created_by == (
+        "HEALTHCHECK {Test:[CMD /bin/check a b] Interval:1m30s Timeout:1.5s StartPeriod:500ms "
+        "StartInterval:2s Retries:65}")
 
 
-def test_copy_heredoc_expands() -> None:
-    op = plan("FROM scratch\nARG N=world\nCOPY <<EOF /hello\nhi $N\nEOF\n").ops
-    copy = [o for o in op.values() if isinstance(o, FileOp)][-1]
-    assert copy.contents == (("EOF", "hi world\n"),) and copy.source is None
+def test_path_is_set_in_the_config() -> None:
+    bare = ImageConfig(architecture="amd64", os="linux", config=ContainerConfig(env=("A=1",)))
+    own = ImageConfig(architecture="amd64", os="linux", config=ContainerConfig(env=("PATH=/opt/bin", "A=1")))
+    assert plan("FROM bare\nENV B=2\n", configs={"bare": bare}).image.config.env == (
+        "A=1", f"PATH={DEFAULT_PATH}", "B=2")
+    assert plan("FROM own\nENV PATH=/x:$PATH\n", configs={"own": own}).image.config.env == (
+        "PATH=/x:/opt/bin", "A=1")
+    assert plan("FROM unknown\n").image.config.env == (f"PATH={DEFAULT_PATH}",)
+    windows = convert(to_stages(parse("FROM win\nENV A=1\n")), build_args={}, target=None,
+                      platform=Platform("windows", "amd64"), base_configs=lambda _ref: None,
+                      build_platform=Platform("windows", "amd64"))
+    assert windows.image.config.env == ("A=1",)  # BuildKit leaves PATH to Windows
 
 
-def test_run_mounts_are_expanded() -> None:
-    p = plan("FROM scratch\nARG T=/cache\nRUN --mount=type=cache,target=$T --mount=type=secret,id=tok "
-             "--mount=type=bind,source=src,target=/s --network=none make\n")
-    run = p.ops[p.target]
-    assert isinstance(run, ExecOp) and run.network == "none"
-    cache, secret, bind = run.mounts
-    assert (cache.target, cache.id, cache.sharing, cache.readonly) == ("/cache", "/cache", "shared", False)
-    assert (secret.id, secret.target) == ("tok", "/run/secrets/tok")
-    context = p.ops[bind.input]
-    assert isinstance(context, ContextSourceOp) and context.includes == ("src",)
+@pytest.mark.parametrize(("text", "escaped"), [
+    ('FROM base\nCMD ["x"]\n', True),
+    ("FROM base\nCMD x\n", True),
+    ('FROM base\nENTRYPOINT ["/e"]\n', False),
+    ('FROM base AS a\nCMD ["x"]\nFROM a\nENTRYPOINT ["/e"]\n', True),
+    ("FROM escaped\nENV A=1\n", True),
+])
+def test_cmd_sets_args_escaped(text: str, escaped: bool) -> None:
+    escaped_base = ImageConfig(architecture="amd64", os="linux", config=ContainerConfig(args_escaped=True))
+    configs = {"base": ImageConfig(architecture="amd64", os="linux"), "escaped": escaped_base}
+    cfg = plan(text, configs=configs).image.config
+    assert cfg.args_escaped is escaped
+    assert cfg.to_dict().get("ArgsEscaped") is (True if escaped else None)
 
 
-def test_onbuild_triggers_run_first_and_are_not_inherited() -> None:
-    base = ImageConfig(architecture="amd64", os="linux",
-                       config=ContainerConfig(on_build=("RUN echo triggered", "ENV T=1")))
-    p = plan("FROM base\nRUN echo mine\n", configs={"base": base})
-    runs = [op.args[-1] for op in p.ops.values() if isinstance(op, ExecOp)]
-    assert runs == ["echo triggered", "echo mine"]
-    assert "T=1" in p.image.config.env and p.image.config.on_build == ()
-
-
-def test_run_single_heredoc_is_the_script() -> None:
-    p = plan("FROM scratch\nRUN <<EOF\necho a\necho b\nEOF\n")
-    run = p.ops[p.target]
-    assert isinstance(run, ExecOp) and run.args == ("/bin/sh", "-c", "echo a\necho b\n")
+@pytest.mark.parametrize(("nanos", "text"), [
+    (0, "0s"), (1, "1ns"), (999, "999ns"), (1_500, "1.5\u00b5s"), (1_000_000, "1ms"), (500_000_000, "500ms"),
+    (1_000_000_000, "1s"), (1_500_000_000, "1.5s"), (90_000_000_000, "1m30s"), (300_000_000_000, "5m0s"),
+    (3_600_000_000_000, "1h0m0s"), (7_384_500_000_000, "2h3m4.5s"), (-90_000_000_000, "-1m30s"),
+])
+def test_go_duration(nanos: int, text: str) -> None:
+    assert go_duration(nanos) == text
