@@ -9,11 +9,14 @@ context` for a context source. An op made by several identical instructions take
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-from pybuild.dockerfile.ast import ParseResult
-from pybuild.dockerfile.instructions import Stage, Stages
 from pybuild.plan.ops import ContextSourceOp, ImageSourceOp, Op
-from pybuild.source import Span
+
+if TYPE_CHECKING:  # a memoised rebuild calls `stage_ops` without loading the frontend
+    from pybuild.dockerfile.ast import ParseResult
+    from pybuild.dockerfile.instructions import Stage, Stages
+    from pybuild.source import Span
 
 __all__ = ["stage_ops", "step_names"]
 
