@@ -170,9 +170,20 @@ class _Build:
         runner = StepRunner(store, make_worker, CacheIndex(store), ctx, no_cache=no_cache, epoch=epoch,
                             explain=request.explain_cache, network=request.network, sources=sources,
                             warn=self.warn)
+
+        def name_of(op: Any) -> str:
+            return self.names.get(op.digest, str(op.kind))
+
         try:
-            results = solve(plan, runner.run, jobs=request.jobs, sink=self.sink, cancel=self.cancel,
-                            name_of=lambda op: self.names.get(op.digest, op.kind))
+            cached = runner.run_cached(plan.ops, plan.target, name_of)
+            if cached is not None:
+                results, events = cached
+                for event in events:
+                    if self.sink is not None:
+                        self.sink.emit(event)
+            else:
+                results = solve(plan, runner.run, jobs=request.jobs, sink=self.sink, cancel=self.cancel,
+                                name_of=name_of)
         except PybuildError as exc:
             if exc.source is None and exc.span is not None and exc.span.file == name:
                 from pybuild.dockerfile.parser import decode

@@ -26,6 +26,7 @@ download did not change (BuildKit keys such sources by the downloaded content, t
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +36,7 @@ from pybuild.context.context import BuildContext
 from pybuild.errors import StoreError, UserError
 from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, ImageSourceOp, Op, ScratchOp, op_inputs
 from pybuild.record import record, replace
+from pybuild.progress import Event, StepDone, StepStarted
 from pybuild.solve.scheduler import Step
 from pybuild.store.images import StoredImage, resolve_image
 from pybuild.store.store import Store
@@ -48,6 +50,10 @@ __all__ = ["CacheSource", "Miss", "StepRunner", "key_input"]
 # Context selections with more entries than this are described (for --explain-cache) by their top-level
 # entries only, so a 20,000-file COPY does not store 20,000 checksums per cache entry.
 _DETAIL_LIMIT = 500
+
+
+class _WouldRun(Exception):
+    """Raised by a probing `StepRunner` when a step is not in the cache (see `run_cached`)."""
 
 
 class CacheSource(Protocol):
@@ -88,6 +94,22 @@ def key_input(op: Op, input_keys: tuple[str, ...], *, epoch: int | None = None,
     span = op.spans[0] if op.spans else None
     step_id = f"{op.kind}:{span.file}:{span.line}" if span is not None else f"{op.kind}:{op.digest}"
     return CacheKeyInput(op.kind, definition, input_keys, content, step_id)
+
+
+def _needed(ops: Mapping[str, Op], target: str) -> list[str]:
+    """The digests `target` depends on (itself included), inputs first."""
+    order: list[str] = []
+    seen: set[str] = set()
+    stack: list[tuple[str, bool]] = [(target, False)]
+    while stack:
+        digest, done = stack.pop()
+        if done:
+            order.append(digest)
+        elif digest not in seen:
+            seen.add(digest)
+            stack.append((digest, True))
+            stack.extend((source, False) for source in reversed(op_inputs(ops[digest])) if source not in seen)
+    return order
 
 
 def _resolve(store: Store, op: ImageSourceOp) -> StoredImage:
@@ -167,9 +189,39 @@ class StepRunner:
         self.layers: dict[str, str] = {}  # cache key → diffID of every layer step of this build (--cache-to)
         self.misses: list[Miss] = []
         self._content: dict[str, tuple[tuple[str, str], ...]] = {}  # context op digest → its content
+        self._probing = False
         self.ran = 0
         self.cached = 0
         self._lock = threading.Lock()
+
+    def run_cached(self, ops: Mapping[str, Op], target: str,
+                   name_of: Callable[[Op], str]) -> tuple[dict[str, StepResult], list[Event]] | None:
+        """Every op `target` needs, from the cache, on this thread, with the progress events that tell it;
+        None (and nothing counted) as soon as one step would have to run.
+
+        The fully cached rebuild is the common case on a developer's machine and a CI re-run; doing it
+        here costs no thread pool (nor its imports) and no hand-offs between threads."""
+        events: list[Event] = []
+        results: dict[str, StepResult] = {}
+        cancel = threading.Event()
+        self._probing = True
+        try:
+            for digest in _needed(ops, target):
+                op = ops[digest]
+                span = op.spans[0] if op.spans else None
+                start = time.monotonic()
+                events.append(StepStarted(digest, name_of(op), span))
+                step = Step(digest, cancel, events.append, name_of(op), span)
+                results[digest] = self.run(digest, op, {d: results[d] for d in op_inputs(op)}, step)
+                events.append(StepDone(digest, time.monotonic() - start))
+        except _WouldRun:
+            self.cached = 0
+            self.layers.clear()
+            return None
+        finally:
+            self._probing = False
+        self.cache.touch(self.layers)  # one write for every hit (the lookups did not touch)
+        return results, events
 
     def worker(self) -> Worker:
         with self._lock:
@@ -206,6 +258,8 @@ class StepRunner:
             content, keys = self._content[op.source.input], keys[:1]
         item = key_input(op, keys, epoch=self.epoch, content=content)
         key = cache_key(item)
+        if self._probing and (unkeyable or digest in self.no_cache):
+            raise _WouldRun
         if not unkeyable and digest not in self.no_cache:
             hit = self._lookup(key, item)
             if hit is not None:
@@ -214,6 +268,8 @@ class StepRunner:
                     self.cached += 1
                     self.layers[key] = hit
                 return StepResult(diff_ids=base.diff_ids + (hit,), key=key)
+        if self._probing:
+            raise _WouldRun
         if self.explain:
             self._explain(digest, item)
         result = self.worker().run_op(op, inputs, step.cancel, output=step.output)
@@ -230,7 +286,7 @@ class StepRunner:
         return StepResult(diff_ids=base.diff_ids + (diff_id,), key=key)
 
     def _lookup(self, key: str, item: CacheKeyInput) -> str | None:
-        hit = self.cache.lookup(key)
+        hit = self.cache.lookup(key, touch=not self._probing)
         if hit is None or hit.diff_id is None:
             return self._fetch(key, item)
         if not self.store.blobs.exists(hit.diff_id):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from pybuild.digest import canonical_json, parse_digest
@@ -106,6 +106,12 @@ class CacheIndex:
                 return None
             c.execute("UPDATE cache_entries SET last_used = ? WHERE key = ?", (time.time(), key))
         return _entry(row).result
+
+    def touch(self, keys: Iterable[str]) -> None:
+        """Mark `keys` used now, in one transaction (after lookups made with `touch=False`)."""
+        now = time.time()
+        with self._index.transaction() as c:
+            c.executemany("UPDATE cache_entries SET last_used = ? WHERE key = ?", [(now, k) for k in keys])
 
     def record(self, key: str, result: CacheResult, description: Mapping[str, Any]) -> CacheResult:
         """Record `result` under `key`; returns the result now stored (the earlier one if the key existed)."""

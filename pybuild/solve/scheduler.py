@@ -23,8 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pybuild.errors import InternalError, PybuildError
 from pybuild.plan.ops import op_inputs
@@ -40,7 +39,11 @@ from pybuild.progress import (
 )
 from pybuild.source import Span
 
+if TYPE_CHECKING:  # loaded by `run` only: concurrent.futures brings logging (~8 ms) with it
+    from concurrent.futures import Future, ThreadPoolExecutor
+
 R = TypeVar("R")
+_SIGNAL_POLL = 0.2  # seconds: how late the main thread may notice a signal another thread received
 
 
 class PlanLike(Protocol):
@@ -193,6 +196,8 @@ class Scheduler(Generic[R]):
 
     def run(self) -> dict[str, R]:
         """Run the solve; see `solve()`."""
+        from concurrent.futures import ThreadPoolExecutor
+
         pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="pybuild-solve")
         try:
             self._loop(pool)
@@ -208,8 +213,16 @@ class Scheduler(Generic[R]):
         return {digest: self._results[digest] for digest in self._order}
 
     def wait_done(self) -> str:
-        """Block until a flight finishes and return its key (the hook tests use to inject Ctrl-C)."""
-        return self._done.get()
+        """Block until a flight finishes and return its key (the hook tests use to inject Ctrl-C).
+
+        Waits in slices: a SIGINT/SIGTERM the kernel hands to a worker thread only sets CPython's flag and
+        does not wake an untimed wait here, so Ctrl-C would go unnoticed until the running step ended.
+        """
+        while True:
+            try:
+                return self._done.get(timeout=_SIGNAL_POLL)
+            except queue.Empty:
+                continue
 
     def _loop(self, pool: ThreadPoolExecutor) -> None:
         while len(self._results) < len(self._order):

@@ -268,6 +268,12 @@ class Index:
                           (diff_id, compression, level))
         return CompressedRow(*rows[0]) if rows else None
 
+    def compressed_forms(self, diff_id: str) -> list[CompressedRow]:
+        """The stored compressed forms of layer `diff_id`."""
+        return [CompressedRow(*r) for r in
+                self.query("""SELECT diff_id, compression, level, digest, size FROM compressed
+                              WHERE diff_id = ? ORDER BY compression, level""", (diff_id,))]
+
     def compressed_rows(self) -> list[CompressedRow]:
         return [CompressedRow(*r) for r in
                 self.query("SELECT diff_id, compression, level, digest, size FROM compressed")]

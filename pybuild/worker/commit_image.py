@@ -2,8 +2,9 @@
 
 Who uses it: the build front door after the solver ran every op of the target; the integration tests.
 
-Layout mirrors `store.images.import_rootfs`: each new layer is stored once, uncompressed, as the blob named
-by its diffID (`layers` row), plus its gzip form through `images.layer_blob` (compressed once per diffID).
+Each new layer is stored once, uncompressed, as the blob named by its diffID (`layers` row), and the
+manifest names those blobs: compressed forms are made by exports and pushes (`images.layer_blob`, once per
+diffID), never by the build.
 The config is `plan.image` with the new diffIDs appended to the base's and `created` filled in (the plan
 leaves it None unless SOURCE_DATE_EPOCH is set); then the manifest, the `images` row, and the tags last,
 so an interrupted commit leaves only unreferenced blobs for `prune`.
@@ -31,7 +32,7 @@ from pybuild.image.spec import (
 )
 from pybuild.plan.ops import Plan
 from pybuild.record import replace
-from pybuild.store.images import StoredImage, layer_blob, normalize_name
+from pybuild.store.images import StoredImage, normalize_name
 from pybuild.store.store import Store
 from pybuild.worker.types import StepResult
 
@@ -73,12 +74,22 @@ def _platform(config: Mapping[str, Any]) -> str:
     return "/".join(p for p in parts if isinstance(p, str) and p)
 
 
+def _layer(store: Store, diff_id: str) -> Descriptor:
+    """The descriptor of layer `diff_id`: its uncompressed blob, or (for a base loaded from an archive,
+    kept only as it came) a stored compressed form."""
+    if store.blobs.exists(diff_id):
+        return Descriptor(layer_media_type("uncompressed"), diff_id, store.blobs.size(diff_id))
+    for row in store.index.compressed_forms(diff_id):
+        if store.blobs.exists(row.digest):
+            return Descriptor(layer_media_type(row.compression), row.digest, row.size)
+    raise InternalError(f"layer {diff_id} of the image is not in the store")
+
+
 def _store_image(store: Store, config_bytes: bytes, diff_ids: Sequence[str], platform: str,
                  tags: Sequence[str]) -> StoredImage:
-    layers: list[Descriptor] = []
-    for diff_id in diff_ids:
-        digest, size = layer_blob(store, diff_id, "gzip")
-        layers.append(Descriptor(layer_media_type("gzip"), digest, size))
+    # Layers stay uncompressed in the store, as docker's image store keeps them: compressing is the
+    # export's job (`images.manifest_for_export`, once per layer and remembered), not the build's.
+    layers = [_layer(store, diff_id) for diff_id in diff_ids]
     config_digest, _ = store.put_bytes(config_bytes, OCI_CONFIG)
     manifest = Manifest(Descriptor(OCI_CONFIG, config_digest, len(config_bytes)), tuple(layers))
     data = manifest.to_bytes()
