@@ -153,7 +153,10 @@ class _Build:
 
         def make_worker() -> Any:
             from pybuild.worker.dispatch import Worker
+            from pybuild.worker.executor import reap_stale_runs
             from pybuild.worker.snapshots import Snapshots
+
+            reap_stale_runs()  # a killed build's container first, then (Snapshots.open) its mounts
 
             return Worker(store, ctx, request.runtime, snapshots=Snapshots.open(store), epoch=epoch,
                           secrets=secrets)

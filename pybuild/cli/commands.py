@@ -353,6 +353,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         report = store.prune(keep_storage=keep, until_seconds=until,
                              on_wait=lambda message: print(message, file=sys.stderr))
         with store.exclusive_lock():
+            from pybuild.worker.executor import reap_stale_runs
+
+            reap_stale_runs()
             snapshots = Snapshots.open(store).prune(store)
     print(f"removed {len(dropped)} cache entr{'y' if len(dropped) == 1 else 'ies'}, {len(report.removed)} "
           f"blob(s) and {snapshots} snapshot(s), reclaimed {_human_size(report.reclaimed)}; "

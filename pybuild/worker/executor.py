@@ -30,6 +30,7 @@ is a `ConfigError`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -132,16 +133,84 @@ def prepare_bundle(
     bundles = os.path.join(run_dir(), "bundles")
     os.makedirs(bundles, exist_ok=True)
     path = tempfile.mkdtemp(prefix="bundle-", dir=bundles)
+    container_id = "pybuild-" + secrets.token_hex(8)
+    owner = _own_bundle(path, runtime, container_id)
     try:
         etc = ocispec.write_etc_files(path, network)
         config = ocispec.generate_spec(rootfs=rootfs, process=process, user=user, network=network,
                                        etc_files=etc, mounts=mounts)
         with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as handle:
             json.dump(config, handle)
-        yield Bundle(path=path, container_id="pybuild-" + secrets.token_hex(8),
-                     state_root=state_root(runtime))
+        yield Bundle(path=path, container_id=container_id, state_root=state_root(runtime))
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        os.close(owner)
+
+
+_OWNER = "owner.json"
+_STALE_UNOWNED = 60.0  # seconds: a bundle dir without its owner file is a crash between mkdtemp and open
+
+
+def _own_bundle(path: str, runtime: str, container_id: str) -> int:
+    """Write the bundle's owner file (runtime, container id) and hold a flock on it while the bundle lives:
+    a bundle whose lock is free belongs to a dead process (`reap_stale_runs`)."""
+    fd = os.open(os.path.join(path, _OWNER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, json.dumps({"runtime": runtime, "id": container_id}).encode())
+    return fd
+
+
+def reap_stale_runs() -> int:
+    """Kill and delete the containers of builds that died without cleaning up (kill -9 of pybuild: the
+    runtime runs in its own process group and outlives it), and remove their bundles. Returns how many.
+
+    Called before a build runs its first step (and by `pybuild prune`), before snapshots are cleaned, so a
+    dead build's RUN stops before its overlay is unmounted."""
+    bundles = os.path.join(run_dir(), "bundles")
+    try:
+        names = os.listdir(bundles)
+    except FileNotFoundError:
+        return 0
+    reaped = 0
+    for name in names:
+        path = os.path.join(bundles, name)
+        try:
+            fd = os.open(os.path.join(path, _OWNER), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if time.time() - os.stat(path).st_mtime > _STALE_UNOWNED:
+                    shutil.rmtree(path, ignore_errors=True)
+                    reaped += 1
+            continue
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live build's run
+            with contextlib.suppress(OSError, ValueError):
+                owner = json.loads(os.read(fd, 4096) or b"{}")
+                _stop_container(str(owner.get("runtime", "runc")), str(owner.get("id", "")))
+            shutil.rmtree(path, ignore_errors=True)
+            reaped += 1
+        finally:
+            os.close(fd)
+    return reaped
+
+
+def _stop_container(runtime: str, container_id: str) -> None:
+    if not container_id.startswith("pybuild-"):
+        return
+    binary = shutil.which(runtime)
+    if binary is None:
+        return
+    root = state_root(runtime)
+    for args in (["kill", container_id, "KILL"], ["delete", "--force", container_id]):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run([binary, "--root", root, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=_CLEANUP_TIMEOUT, check=False)
+    shutil.rmtree(os.path.join(root, container_id), ignore_errors=True)
 
 
 def run_process(
@@ -321,9 +390,17 @@ class _Run:
         """Kill the container and the runtime, delete the container, close pipes (idempotent)."""
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            self.quiet(["kill", self.bundle.container_id, "KILL"])
             try:
-                proc.wait(timeout=2)
+                # the runtime may still be creating the container, so `kill` can fail at first: retry
+                deadline = time.monotonic() + 2
+                while True:
+                    self.quiet(["kill", self.bundle.container_id, "KILL"])
+                    try:
+                        proc.wait(timeout=0.05)
+                        break
+                    except subprocess.TimeoutExpired:
+                        if time.monotonic() > deadline:
+                            raise
             except subprocess.TimeoutExpired:
                 proc.kill()  # the runtime itself (it may not have created the container yet)
                 with contextlib.suppress(subprocess.TimeoutExpired):

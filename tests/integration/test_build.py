@@ -18,20 +18,11 @@ from pybuild.errors import ConfigError, DockerfileError, StepFailed, UserError
 from pybuild.progress import Event, ListSink, StepCached, StepStarted
 from pybuild.store.images import import_rootfs, resolve_image
 from pybuild.store.store import Store
-from tests.bases import make_busybox_rootfs, need, tar_dir
+from tests.bases import need, tar_dir
 
 pytestmark = pytest.mark.root
 
 PYBUILD = [sys.executable, "-m", "pybuild"]
-
-
-@pytest.fixture(scope="session")
-def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    need(os.geteuid() == 0, "needs root (overlayfs, runc)")
-    need(shutil.which("runc") is not None, "runc not installed")
-    need(os.path.exists("/bin/busybox"), "busybox-static not installed")
-    tmp = tmp_path_factory.mktemp("busybox")
-    return tar_dir(make_busybox_rootfs(tmp / "rootfs"), tmp / "busybox.tar")
 
 
 @pytest.fixture

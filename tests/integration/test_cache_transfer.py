@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,6 @@ import pytest
 
 from pybuild.api import BuildRequest, BuildResult, build
 from pybuild.progress import Event, ListSink, StepCached, StepStarted
-from tests.bases import make_busybox_rootfs, need, tar_dir
 
 pytestmark = pytest.mark.root
 
@@ -37,15 +35,6 @@ FROM busybox:latest
 COPY --from=builder /artifact /artifact
 RUN cat /artifact > /final
 """
-
-
-@pytest.fixture(scope="module")
-def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    need(os.geteuid() == 0, "needs root (overlayfs, runc)")
-    need(shutil.which("runc") is not None, "runc not installed")
-    need(os.path.exists("/bin/busybox"), "busybox-static not installed")
-    tmp = tmp_path_factory.mktemp("busybox")
-    return tar_dir(make_busybox_rootfs(tmp / "rootfs"), tmp / "busybox.tar")
 
 
 @pytest.fixture(autouse=True)

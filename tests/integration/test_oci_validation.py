@@ -138,8 +138,10 @@ def docker_host() -> Iterator[str]:
     sock = f"/run/pybuild-dockerd-{uuid.uuid4().hex[:8]}.sock"
     host = f"unix://{sock}"
     log = open(work / "dockerd.log", "wb")
+    # Its own network namespace: with --bridge=none a dockerd deletes the host's docker0 otherwise,
+    # which breaks a system dockerd's containers (unshare execs dockerd: `proc` is dockerd itself)
     proc = subprocess.Popen(
-        [dockerd, "--host", host, "--data-root", str(work / "data"), "--exec-root", str(work / "exec"),
+        ["unshare", "--net", "--", dockerd, "--host", host, "--data-root", str(work / "data"), "--exec-root", str(work / "exec"),
          "--pidfile", str(work / "dockerd.pid"), "--iptables=false", "--bridge=none"],
         stdout=log, stderr=subprocess.STDOUT)
     try:
