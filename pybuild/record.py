@@ -94,7 +94,10 @@ def _own_fields(cls: type) -> tuple[list[str], set[str]]:
 
 
 def _make_init(cls: type, fields: tuple[str, ...], defaults: dict[str, object], kw_only: set[str]) -> Any:
-    """Compile `__init__` for `fields` (the one method worth generating: it runs per instance)."""
+    """`__init__` for `fields` (the one method worth generating: it runs per instance).
+
+    The source is checked now, but compiled on the first instance: most records a short command defines
+    are never made (or only unpickled), and `exec` is most of what defining a record costs."""
     positional: list[str] = []
     keywords: list[str] = []
     body: list[str] = []
@@ -118,10 +121,19 @@ def _make_init(cls: type, fields: tuple[str, ...], defaults: dict[str, object], 
         body.append("    self.__post_init__()")
     params = ", ".join(["self", *positional, *(["*", *keywords] if keywords else [])])
     source = f"def __init__({params}) -> None:\n" + ("\n".join(body) or "    pass")
-    exec(source, env)  # noqa: S102 - generated from field names only
-    init: Any = env["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    return init
+    qualname = f"{cls.__qualname__}.__init__"
+    owner: list[type] = []  # the built class, filled in by `_build`
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        exec(source, env)  # noqa: S102 - generated from field names only
+        init: Any = env["__init__"]
+        init.__qualname__ = qualname
+        type.__setattr__(owner[0], "__init__", init)
+        init(self, *args, **kwargs)
+
+    __init__.__qualname__ = qualname
+    __init__.owner = owner  # type: ignore[attr-defined]
+    return __init__
 
 
 def _build(cls: type, kw_only: bool) -> type:
@@ -143,8 +155,11 @@ def _build(cls: type, kw_only: bool) -> type:
     namespace.update({"__slots__": tuple(n for n in own if n not in inherited), "__record_fields__": fields,
                       "__record_defaults__": defaults, "__record_kw_only__": frozenset(kw_fields),
                       "__match_args__": tuple(n for n in fields if n not in kw_fields)})
-    namespace["__init__"] = _make_init(cls, fields, defaults, kw_fields)
-    return type(cls)(cls.__name__, cls.__bases__, namespace)
+    init = _make_init(cls, fields, defaults, kw_fields)
+    namespace["__init__"] = init
+    built = type(cls)(cls.__name__, cls.__bases__, namespace)
+    init.owner.append(built)
+    return built
 
 
 @overload
