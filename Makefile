@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYBUILD := $(VENV)/bin/pybuild
 JOBS ?= 2
 
-.PHONY: setup demo test fuzz bench lint
+.PHONY: setup demo test fuzz bench bench-build lint
 
 setup:
 	bash scripts/setup.sh
@@ -22,6 +22,9 @@ fuzz: setup
 
 bench: setup
 	$(PY) benchmarks/parse.py
+
+bench-build: setup
+	$(PY) benchmarks/build.py
 
 lint: setup
 	$(PY) -m mypy
