@@ -6,6 +6,9 @@ CI systems and build farms call it without a subprocess; the CLI maps docker-bui
     Dockerfile ─parse─▶ AST ─to_stages─▶ stages ─convert─▶ Plan ─solve (StepRunner: cache + Worker)─▶ results
                ─commit_image─▶ image in the store ─export_image─▶ each --output
 
+Base images (`FROM`, `COPY --from=image`) come from the store, or are pulled when missing or with `--pull`
+(`registry.pull.ImageResolver`, once per reference and build); `--push` pushes every tag at the end.
+
 The whole build holds the store's shared lock, so a concurrent `pybuild prune` waits instead of freeing a
 layer that is not recorded yet. The final image is keyed too (`_image_key`: its config and the keys of its
 layer steps): a rebuild that hits every step gets the very image of the last build (same `created`, same
@@ -33,6 +36,7 @@ class BuildRequest:
 
     `dockerfile` is a path (None: `CONTEXT/Dockerfile`); `dockerfile_data` the Dockerfile's bytes when it
     does not come from a file (`-f -`). `outputs` are `--output` specs; `secrets` are `--secret` specs.
+    `pull` pulls every base image by tag again (`--pull`); `push` pushes every tag after the build.
     `epoch` is SOURCE_DATE_EPOCH (None: taken from the environment). `store_root` None: the default store.
     """
 
@@ -56,6 +60,8 @@ class BuildRequest:
     runtime: str = "runc"
     store_root: str | None = None
     epoch: int | None = None
+    pull: bool = False
+    push: bool = False
 
 
 @record(kw_only=True)
@@ -96,6 +102,7 @@ class _Build:
         self.cancel = cancel
         self.warnings: list[str] = []
         self.names: dict[str, str] = {}
+        self.resolver: Any = None  # the build's ImageResolver, made once the store is open
 
     def note(self, text: str) -> None:
         if self.sink is not None:
@@ -111,23 +118,28 @@ class _Build:
         request = self.request
         outputs = [parse_output(spec) for spec in request.outputs]
         _check_unbuilt(request)
+        _check_push(request)
         platform = _platform(request.platform)
         epoch = _epoch(request)
         ctx, data, name = _open_context(request)
+        from pybuild.registry.pull import ImageResolver
         from pybuild.store.store import Store
 
         with Store.open(request.store_root) as store, store.shared_lock():
-            memo = _planned(data, name, request, store, platform, epoch)
+            self.resolver = ImageResolver(store, pull=request.pull, report=self.note)
+            memo = _planned(data, name, request, store, platform, epoch, self.resolver)
             plan = memo.plan
             for warning in plan.warnings:
                 self.warn(warning)
             runner, results = self._solve(store, ctx, memo, data, name, epoch)
             image = self._commit(store, plan, results, epoch)
             for spec in outputs:
-                self.note(f"exporting to {spec.type}" + (f" {spec.dest}" if spec.dest else ""))
+                self.note(f"exporting to {spec.type}" + (f" {spec.dest}" if spec.dest else "")
+                          + (" and pushing " + ", ".join(spec.names) if spec.push else ""))
                 from pybuild.export.exporters import export_image
 
                 export_image(store, image, spec)
+            self._push(store, image)
             self._export_cache(store, runner, image)
             for warning in runner.sums.warnings if runner.sums is not None else ():
                 self.warn(f"WARNING: context: {warning}")
@@ -163,16 +175,17 @@ class _Build:
 
         sources: list[Any] = []
         if request.cache_from:
-            from pybuild.cache.transfer import LocalCacheSource, parse_cache_from
+            from pybuild.cache.transfer import open_cache_source, parse_cache_from
 
             for text in request.cache_from:
                 try:
-                    sources.append(LocalCacheSource(parse_cache_from(text)))
+                    sources.append(open_cache_source(parse_cache_from(text)))
                 except ConfigError as exc:  # BuildKit: a cache that is not there yet is a warning
                     self.warn(f"WARNING: {exc.message}; building without it")
         runner = StepRunner(store, make_worker, CacheIndex(store), ctx, no_cache=no_cache, epoch=epoch,
                             explain=request.explain_cache, network=request.network, sources=sources,
-                            warn=self.warn)
+                            warn=self.warn,
+                            resolve_image=lambda op: self.resolver.resolve(op.ref, op.platform))
 
         def name_of(op: Any) -> str:
             return self.names.get(op.digest, str(op.kind))
@@ -195,6 +208,16 @@ class _Build:
                 exc.source = SourceFile(name, decode(data))  # the CLI shows the lines around the step
             raise
         return runner, results
+
+    def _push(self, store: Any, image: Any) -> None:
+        """`--push`: every `-t` name to its registry, once the image is committed and tagged."""
+        if not self.request.push:
+            return
+        from pybuild.registry.push import push_image
+
+        for tag in self.request.tags:
+            self.note(f"pushing {tag}")
+            push_image(store, image, tag, report=self.note)
 
     def _export_cache(self, store: Any, runner: Any, image: Any) -> None:
         """`--cache-to`: mode=max exports every layer step of this build, mode=min only the image's."""
@@ -260,6 +283,18 @@ def _check_unbuilt(request: BuildRequest) -> None:
             parse_cache_to(text)
 
 
+def _check_push(request: BuildRequest) -> None:
+    """`--push` needs names to push to, each a reference with no digest (checked before building)."""
+    if not request.push:
+        return
+    if not request.tags:
+        raise ConfigError("--push needs a name to push to", hint="add -t REGISTRY/NAME:TAG")
+    from pybuild.registry.push import check_push_name
+
+    for tag in request.tags:
+        check_push_name(tag)
+
+
 def _platform(text: str | None) -> Any:
     from pybuild.image.spec import host_platform, parse_platform
 
@@ -297,26 +332,34 @@ def _open_context(request: BuildRequest) -> tuple[Any, bytes, str]:
     return ctx, data, "Dockerfile" if stdin else (request.dockerfile or "Dockerfile")
 
 
-def _planned(data: bytes, name: str, request: BuildRequest, store: Any, platform: Any, epoch: int | None) -> Any:
-    """The plan (a `PlanMemo`): from the memo when nothing it depends on changed, else planned now."""
+def _planned(data: bytes, name: str, request: BuildRequest, store: Any, platform: Any, epoch: int | None,
+             resolver: Any) -> Any:
+    """The plan (a `PlanMemo`): from the memo when nothing it depends on changed, else planned now.
+
+    Base images come from `resolver` (a `registry.pull.ImageResolver`: local, else pulled). With `--pull`
+    the memo is not used (the bases are resolved again), nor is a memo made while a base was missing."""
     from pybuild.planmemo import PlanMemo, load_memo, memo_key, save_memo
 
     key = memo_key(data, name, request.build_args, request.target, str(platform), request.labels, epoch)
-    memo = load_memo(store.root, key)
-    if memo is not None and all(_manifest(store, ref) == digest for ref, digest in memo.bases):
+    memo = None if request.pull else load_memo(store.root, key)
+    if memo is not None and all(digest is not None and _manifest(store, ref) == digest
+                                for ref, digest in memo.bases):
         return memo
     from pybuild.dockerfile.instructions import to_stages
     from pybuild.dockerfile.parser import parse
+    from pybuild.errors import UserError
     from pybuild.image.config import ImageConfig
     from pybuild.names import stage_labels, step_names
     from pybuild.plan.convert import convert
     from pybuild.plan.ops import ImageSourceOp
-    from pybuild.store.images import resolve_image
+
+    failed: list[str] = []
 
     def base_config(ref: str) -> ImageConfig | None:
         try:
-            return ImageConfig.from_dict(resolve_image(store, ref).config)
-        except StoreError:
+            return ImageConfig.from_dict(resolver.resolve(ref, str(platform)).config)
+        except UserError:
+            failed.append(ref)  # the resolver keeps the error: the step of this FROM reports it at its line
             return None
 
     source = parse(data, name)
@@ -330,7 +373,8 @@ def _planned(data: bytes, name: str, request: BuildRequest, store: Any, platform
     refs = sorted({op.ref for op in plan.ops.values() if isinstance(op, ImageSourceOp)})
     memo = PlanMemo(plan, step_names(plan, stages, source), stage_labels(plan, stages),
                     tuple((ref, _manifest(store, ref)) for ref in refs))
-    save_memo(store.root, key, memo)
+    if not failed:  # a plan made without a base's config must never be reused
+        save_memo(store.root, key, memo)
     return memo
 
 

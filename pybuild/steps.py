@@ -35,8 +35,8 @@ from pybuild.cache.keys import CacheKeyInput, cache_key, describe
 from pybuild.context.context import BuildContext
 from pybuild.errors import StoreError, UserError
 from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, ImageSourceOp, Op, ScratchOp, op_inputs
-from pybuild.record import record, replace
 from pybuild.progress import Event, StepDone, StepStarted
+from pybuild.record import record, replace
 from pybuild.solve.scheduler import Step
 from pybuild.store.images import StoredImage, resolve_image
 from pybuild.store.store import Store
@@ -113,13 +113,12 @@ def _needed(ops: Mapping[str, Op], target: str) -> list[str]:
 
 
 def _resolve(store: Store, op: ImageSourceOp) -> StoredImage:
-    """The base image of `op` from the local store; a missing one is an error at its FROM line."""
+    """The base image of `op` from the local store (the default: a build passes a resolve-or-pull)."""
     try:
         return resolve_image(store, op.ref)
     except StoreError as exc:
-        raise UserError(f"{op.ref}: {exc.message}", span=op.spans[0] if op.spans else None,
-                        hint="import or load it first (pybuild import / pybuild load); pulling from a "
-                             "registry is not available yet") from None
+        raise StoreError(exc.message, hint="pull it (pybuild pull), or import or load it (pybuild import / "
+                                           "pybuild load)") from None
 
 
 class _ContextSums:
@@ -167,15 +166,18 @@ class StepRunner:
     `no_cache` names op digests that must run whatever the cache holds (`--no-cache` is every op,
     `--no-cache-filter` a stage's ops); their results are still recorded. `explain` turns on
     `explain_miss` for steps that run; the misses collect in `misses`. `network` replaces a RUN's
-    `default` network (docker build's `--network`).
+    `default` network (docker build's `--network`). `resolve_image` finds the image of a `FROM` or
+    `COPY --from=image` (default: the local store only; a build passes `registry.pull.ImageResolver`'s).
     """
 
     def __init__(self, store: Store, make_worker: Callable[[], Worker], cache: CacheIndex,
                  ctx: BuildContext | None, *,
                  no_cache: Collection[str] = (), epoch: int | None = None, explain: bool = False,
                  network: str = "default", sources: Sequence[CacheSource] = (),
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None,
+                 resolve_image: Callable[[ImageSourceOp], StoredImage] | None = None) -> None:
         self.store = store
+        self._resolve_image = resolve_image or (lambda op: _resolve(store, op))
         self._make_worker = make_worker  # the worker (runc, snapshots) is only loaded when a step runs
         self._worker: Worker | None = None
         self.cache = cache
@@ -233,7 +235,7 @@ class StepRunner:
         """Build `op` (a solver `run_op`): the result carries the op's cache key."""
         keys = tuple(inputs[source].key for source in op_inputs(op))
         if isinstance(op, ImageSourceOp):
-            image = _resolve(self.store, op)
+            image = self._image(op)
             key = cache_key(key_input(op, keys, extra={"manifest": image.manifest_digest}))
             return StepResult(diff_ids=image.diff_ids, name=op.ref, key=key)
         if isinstance(op, ScratchOp):
@@ -246,6 +248,14 @@ class StepRunner:
         if isinstance(op, ExecOp) and op.network == "default" and self.network != "default":
             op = replace(op, network=self.network)
         return self._layer_step(digest, op, inputs, keys, step)
+
+    def _image(self, op: ImageSourceOp) -> StoredImage:
+        """The image `op` names (local, or pulled by the build's resolver); errors point at its line."""
+        try:
+            return self._resolve_image(op)
+        except UserError as exc:
+            raise UserError(f"{op.ref}: {exc.message}", span=op.spans[0] if op.spans else None,
+                            hint=exc.hint) from None
 
     def _layer_step(self, digest: str, op: ExecOp | FileOp, inputs: Mapping[str, StepResult],
                     keys: tuple[str, ...], step: Step) -> StepResult:

@@ -1,13 +1,19 @@
-"""Build cache export and import through a directory: `--cache-to type=local,dest=DIR[,mode=min|max]` and
-`--cache-from type=local,src=DIR`, as `docker buildx build` spells them.
+"""Build cache export and import: `--cache-to type=local,dest=DIR[,mode=min|max]` and
+`--cache-from type=local,src=DIR` (a directory, here), `type=registry,ref=REG/NAME:TAG` (a registry tag,
+in `cache.registrycache`), as `docker buildx build` spells them.
 
-Who uses it: `api.build` parses the flags (`parse_cache_from`, `parse_cache_to`), hands one
-`LocalCacheSource` per `--cache-from` to `steps.StepRunner` (which calls `fetch` for a key its local cache
-lacks) and calls `export_cache` once the image is made, with the (cache key, layer diffID) pairs of the
-steps `mode` selects. The directory may be carried to another machine: importing needs nothing but it.
+Who uses it: `api.build` parses the flags (`parse_cache_from`, `parse_cache_to`), hands one source per
+`--cache-from` (`open_cache_source`: a `LocalCacheSource` or a `registrycache.RegistryCacheSource`) to
+`steps.StepRunner` (which calls `fetch` for a key its local cache lacks) and calls `export_cache` once the
+image is made, with the (cache key, layer diffID) pairs of the steps `mode` selects. The directory may be
+carried to another machine: importing needs nothing but it.
 
-The format is an OCI image layout (image-spec `image-layout.md`), so ordinary tools can copy, inspect and
-push it (`skopeo inspect --raw oci:DIR` shows the manifest):
+This module owns what both kinds share: the flags, the format (`encode_cache`, `read_entries`) and the
+verified copy of a layer into the store (`ImportedCache`, whose `fetch` both sources inherit). The
+registry module is imported only for a `type=registry` cache (it loads the registry client and httpx).
+
+The directory is an OCI image layout (image-spec `image-layout.md`), so ordinary tools can copy, inspect
+and push it (`skopeo inspect --raw oci:DIR` shows the manifest):
 
     DIR/oci-layout               {"imageLayoutVersion":"1.0.0"}
     DIR/index.json               an OCI index listing exactly one manifest: the current export
@@ -22,6 +28,7 @@ The manifest (`application/vnd.oci.image.manifest.v1+json`) has as its config a 
 one entry per cache key, sorted by key: `diff_id` is the layer's uncompressed digest, `layer` the digest of
 its gzip blob. The manifest's `layers` are those gzip blobs (`application/vnd.oci.image.layer.v1.tar+gzip`),
 each listed once even when several keys share a layer. The same entries always give the same bytes.
+A registry cache is this very manifest, pushed under the tag (`registrycache`).
 
 Export: layers are compressed through `images.layer_blob(store, diff_id, "gzip")`, so a layer is
 compressed once per store and the cache holds the very blob the image was exported with. Blobs are written
@@ -50,13 +57,14 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, cast
 
 from pybuild.digest import canonical_json, digest_hex, sha256_digest, validate_digest
 from pybuild.errors import ConfigError, InternalError, StoreError
 from pybuild.image.spec import (
+    OCI_INDEX,
     OCI_MANIFEST,
     Descriptor,
     Index,
@@ -71,32 +79,41 @@ if TYPE_CHECKING:
     from pybuild.store.cas import BlobWriter
     from pybuild.store.store import Store
 
-__all__ = ["CONFIG_MEDIA_TYPE", "CacheSpec", "LocalCacheSource", "export_cache", "parse_cache_from",
-           "parse_cache_to"]
+__all__ = ["CONFIG_MEDIA_TYPE", "DOC_LIMIT", "CacheEntry", "CacheExport", "CacheSpec", "ImportedCache",
+           "LocalCacheSource", "check_doc", "encode_cache", "export_cache", "open_cache_source",
+           "parse_cache_from", "parse_cache_to", "read_entries"]
 
 CONFIG_MEDIA_TYPE: Final = "application/vnd.pybuild.cache.config.v1+json"
 CACHE_VERSION: Final = 1
 MODES: Final = ("min", "max")
 _OCI_LAYOUT: Final = canonical_json({"imageLayoutVersion": "1.0.0"})
-_DOC_LIMIT: Final = 64 << 20  # index.json, the manifest and the config (about 200 bytes per entry)
+DOC_LIMIT: Final = 64 << 20  # index.json, the manifest and the config (about 200 bytes per entry)
 _CHUNK: Final = 1 << 20
 
-# BuildKit's keys (docs.docker.com/build/cache/backends/local): those taken, those whose only value here is
-# BuildKit's default (other values are refused), and those not available.
-_FROM_KEYS: Final = frozenset({"src"})
-_TO_KEYS: Final = frozenset({"dest", "mode"})
+# BuildKit's keys (docs.docker.com/build/cache/backends/{local,registry}), per cache type: those taken, those
+# whose only value here is BuildKit's default (other values are refused), and those not available.
+_FROM_KEYS: Final[Mapping[str, frozenset[str]]] = {"local": frozenset({"src"}),
+                                                    "registry": frozenset({"ref"})}
+_TO_KEYS: Final[Mapping[str, frozenset[str]]] = {"local": frozenset({"dest", "mode"}),
+                                                  "registry": frozenset({"ref", "mode"})}
+_WHERE_KEY: Final[Mapping[tuple[str, str], str]] = {
+    ("--cache-from", "local"): "src", ("--cache-to", "local"): "dest",
+    ("--cache-from", "registry"): "ref", ("--cache-to", "registry"): "ref",
+}
 _TO_FIXED: Final[Mapping[str, str]] = {"compression": "gzip", "oci-mediatypes": "true",
                                        "image-manifest": "true", "ignore-error": "false"}
 _NOT_YET: Final[Mapping[str, frozenset[str]]] = {
     "--cache-from": frozenset({"digest", "tag"}),
     "--cache-to": frozenset({"compression-level", "force-compression", "tag"}),
 }
+TYPES: Final = ("local", "registry")
 
 
 @record
 class CacheSpec:
-    """One parsed `--cache-from` / `--cache-to`: `path` is `src=` or `dest=`; `mode` (`min`: the final
-    image's layers, `max`: every layer step) matters for `--cache-to` only."""
+    """One parsed `--cache-from` / `--cache-to`. `path` says where the cache is: the directory (`src=` or
+    `dest=`) for type=local, the image reference as given (`ref=`) for type=registry. `mode` (`min`: the
+    final image's layers, `max`: every layer step) matters for `--cache-to` only."""
 
     type: str
     path: str
@@ -107,16 +124,18 @@ class CacheSpec:
 
 
 def parse_cache_from(text: str) -> CacheSpec:
-    """Parse a `--cache-from` value (`type=local,src=DIR`); ConfigError naming the flag and the bad part."""
-    fields = _fields("--cache-from", text)
-    _check_keys("--cache-from", text, fields, _FROM_KEYS)
-    return CacheSpec("local", _path("--cache-from", text, fields, "src"))
+    """Parse a `--cache-from` value (`type=local,src=DIR` or `type=registry,ref=REF`); ConfigError naming the
+    flag and the bad part."""
+    kind, fields = _fields("--cache-from", text)
+    _check_keys("--cache-from", text, kind, fields, _FROM_KEYS[kind])
+    return CacheSpec(kind, _where("--cache-from", text, kind, fields))
 
 
 def parse_cache_to(text: str) -> CacheSpec:
-    """Parse a `--cache-to` value (`type=local,dest=DIR[,mode=min|max]`); ConfigError naming the bad part."""
-    fields = _fields("--cache-to", text)
-    _check_keys("--cache-to", text, fields, _TO_KEYS | _TO_FIXED.keys())
+    """Parse a `--cache-to` value (`type=local,dest=DIR` or `type=registry,ref=REF`, with `,mode=min|max`);
+    ConfigError naming the bad part."""
+    kind, fields = _fields("--cache-to", text)
+    _check_keys("--cache-to", text, kind, fields, _TO_KEYS[kind] | _TO_FIXED.keys())
     for key, only in _TO_FIXED.items():
         value = fields.get(key)
         if value is not None and value.lower() != only:
@@ -125,17 +144,18 @@ def parse_cache_to(text: str) -> CacheSpec:
     mode = fields.get("mode", "min").lower()
     if mode not in MODES:
         raise ConfigError(f"invalid --cache-to {text!r}: mode={fields['mode']} is not min or max")
-    return CacheSpec("local", _path("--cache-to", text, fields, "dest"), mode)
+    return CacheSpec(kind, _where("--cache-to", text, kind, fields), mode)
 
 
-def _fields(flag: str, text: str) -> dict[str, str]:
-    """The key=value pairs of one CSV record (so a quoted value may hold commas), with a valid type=local."""
+def _fields(flag: str, text: str) -> tuple[str, dict[str, str]]:
+    """The cache type and the other key=value pairs of one CSV record (so a quoted value may hold commas)."""
     if not text.strip():
         raise ConfigError(f"invalid {flag} {text!r}: empty", hint=f"e.g. {flag} {_EXAMPLE[flag]}")
     if "=" not in text:  # buildx reads a bare value as a registry ref; here a type is always required
         key = "src" if flag == "--cache-from" else "dest"
         raise ConfigError(f"invalid {flag} {text!r}: missing type=",
-                          hint=f"for a directory: {flag} type=local,{key}={text.strip()}")
+                          hint=f"for a directory: {flag} type=local,{key}={text.strip()}; "
+                               f"for a registry: {flag} type=registry,ref={text.strip()}")
     try:
         rows = list(csv.reader([text.strip()], skipinitialspace=True, strict=True))
     except csv.Error as exc:
@@ -153,66 +173,101 @@ def _fields(flag: str, text: str) -> dict[str, str]:
     kind = fields.pop("type", None)
     if kind is None:
         raise ConfigError(f"invalid {flag} {text!r}: missing type=", hint=f"e.g. {flag} {_EXAMPLE[flag]}")
-    if kind.lower() == "registry":
-        raise ConfigError(f"invalid {flag} {text!r}: type=registry is not available yet (no registry client)",
-                          hint="use type=local")
-    if kind.lower() != "local":
-        raise ConfigError(f"invalid {flag} {text!r}: unknown cache type {kind!r}", hint="cache types: local")
-    return fields
+    if kind.lower() not in TYPES:
+        raise ConfigError(f"invalid {flag} {text!r}: unknown cache type {kind!r}",
+                          hint=f"cache types: {', '.join(TYPES)}")
+    return kind.lower(), fields
 
 
 _EXAMPLE: Final = {"--cache-from": "type=local,src=DIR", "--cache-to": "type=local,dest=DIR,mode=max"}
 
 
-def _check_keys(flag: str, text: str, fields: Mapping[str, str], allowed: Iterable[str]) -> None:
+def _check_keys(flag: str, text: str, kind: str, fields: Mapping[str, str], allowed: Iterable[str]) -> None:
     known = frozenset(allowed)
     for key in sorted(fields):
         if key in _NOT_YET[flag]:
             raise ConfigError(f"invalid {flag} {text!r}: {key}= is not available yet")
         if key not in known:
             raise ConfigError(f"invalid {flag} {text!r}: unknown key {key!r}",
-                              hint=f"type=local takes: {', '.join(sorted(known))}")
+                              hint=f"type={kind} takes: {', '.join(sorted(known))}")
 
 
-def _path(flag: str, text: str, fields: Mapping[str, str], key: str) -> str:
-    path = fields.get(key)
-    if path is None:
-        raise ConfigError(f"invalid {flag} {text!r}: missing {key}=", hint=f"e.g. {flag} {_EXAMPLE[flag]}")
-    if not path:
+def _where(flag: str, text: str, kind: str, fields: Mapping[str, str]) -> str:
+    """The directory or reference of the cache: present, not empty, and for a registry a valid reference
+    (with a tag, not a digest, for an export: a push names a tag)."""
+    key = _WHERE_KEY[flag, kind]
+    value = fields.get(key)
+    example = _EXAMPLE[flag] if kind == "local" else "type=registry,ref=registry.example.com/app:cache"
+    if value is None:
+        raise ConfigError(f"invalid {flag} {text!r}: missing {key}=", hint=f"e.g. {flag} {example}")
+    if not value:
         raise ConfigError(f"invalid {flag} {text!r}: {key} is empty")
-    return path
+    if kind == "registry":
+        from pybuild.image.reference import parse_reference
+
+        try:
+            ref = parse_reference(value)
+        except ConfigError as exc:
+            raise ConfigError(f"invalid {flag} {text!r}: {exc.message}") from None
+        if flag == "--cache-to" and ref.digest is not None:
+            raise ConfigError(f"invalid {flag} {text!r}: ref= names a digest; a cache is pushed to a tag")
+    return value
 
 
 # --- export ------------------------------------------------------------------------------------------------
 
 
-def export_cache(store: Store, spec: CacheSpec, entries: Sequence[tuple[str, str]]) -> int:
-    """Write `entries` ((cache key, layer diffID) pairs, already chosen by `spec.mode`) as the cache layout
-    at `spec.path` (see the module docstring); returns the number of entries written."""
+@record
+class CacheExport:
+    """The documents of one cache export, made by `encode_cache`: the config blob's bytes and the manifest
+    that names it and the layer blobs (which are in the store). Written by `export_cache` (as a directory)
+    and `registrycache.export_registry_cache` (pushed)."""
+
+    config: bytes
+    manifest: Manifest
+    entries: int
+
+
+def encode_cache(store: Store, entries: Sequence[tuple[str, str]]) -> CacheExport:
+    """The cache of `entries` ((cache key, layer diffID) pairs), each layer's gzip blob made in `store` if
+    it has none yet (see the module docstring for the format)."""
     from pybuild.store.images import layer_blob
 
-    if spec.type != "local":
-        raise InternalError(f"export_cache: unsupported cache type {spec.type!r}")
-    chosen = _unique(entries)
-    layout = _open_layout(spec.path)
-    layout.clean_temps()  # temps of an export that was killed (a live writer's are locked and kept)
     layers: dict[str, Descriptor] = {}
     rows: list[dict[str, str]] = []
-    for key, diff_id in sorted(chosen.items()):
+    for key, diff_id in sorted(_unique(entries).items()):
         digest, size = layer_blob(store, diff_id, "gzip")
-        if digest not in layers:
-            _copy_out(store, layout, digest, size)
-            layers[digest] = Descriptor(layer_media_type("gzip"), digest, size)
+        layers.setdefault(digest, Descriptor(layer_media_type("gzip"), digest, size))
         rows.append({"key": key, "diff_id": diff_id, "layer": digest})
     config = canonical_json({"version": CACHE_VERSION, "entries": rows})
-    config_digest, _ = layout.put_bytes(config)
-    manifest = Manifest(Descriptor(CONFIG_MEDIA_TYPE, config_digest, len(config)), tuple(layers.values()))
-    data = manifest.to_bytes()
+    config_desc = Descriptor(CONFIG_MEDIA_TYPE, sha256_digest(config), len(config))
+    manifest = Manifest(config_desc, tuple(layers.values()))
+    return CacheExport(config, manifest, len(rows))
+
+
+def export_cache(store: Store, spec: CacheSpec, entries: Sequence[tuple[str, str]]) -> int:
+    """Write `entries` ((cache key, layer diffID) pairs, already chosen by `spec.mode`) as the cache
+    `spec` names: a directory (see the module docstring) or a registry tag (`registrycache`); returns the
+    number of entries written."""
+    if spec.type == "registry":
+        from pybuild.cache.registrycache import export_registry_cache
+
+        return export_registry_cache(store, spec, entries)
+    if spec.type != "local":
+        raise InternalError(f"export_cache: unsupported cache type {spec.type!r}")
+    _unique(entries)  # a bad entry fails before the directory is made
+    layout = _open_layout(spec.path)
+    layout.clean_temps()  # temps of an export that was killed (a live writer's are locked and kept)
+    docs = encode_cache(store, entries)
+    for layer in docs.manifest.layers:
+        _copy_out(store, layout, layer.digest, layer.size)
+    layout.put_bytes(docs.config, expected=docs.manifest.config.digest)
+    data = docs.manifest.to_bytes()
     manifest_digest, _ = layout.put_bytes(data)
     index = Index((Descriptor(OCI_MANIFEST, manifest_digest, len(data)),))
     _replace_file(spec.path, "oci-layout", _OCI_LAYOUT)
     _replace_file(spec.path, "index.json", index.to_bytes())  # last: it makes the new export visible
-    return len(rows)
+    return docs.entries
 
 
 def _unique(entries: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -278,27 +333,26 @@ def _unlink(path: str) -> None:
 
 
 @record
-class _Entry:
+class CacheEntry:
+    """One entry of an imported cache: a cache key, its layer's diffID and the layer blob's descriptor."""
+
     key: str
     diff_id: str
     layer: Descriptor
 
 
-class LocalCacheSource:
-    """A --cache-from directory, read once (lazily, on first fetch) and thread-safe.
+class ImportedCache:
+    """What every `--cache-from` source shares: the entries, read once (lazily, on the first `fetch`), and
+    the verified, single-flight copy of a layer into the store. Thread-safe.
 
-    Made by `api.build` for each `--cache-from`; `steps.StepRunner` calls `fetch` on a local cache miss.
+    Subclasses say where the cache is (`where`, for messages) and supply `_read_entries` (the index) and
+    `_open_layer` (a readable stream of one layer blob; it is checked here).
     """
 
-    def __init__(self, spec: CacheSpec) -> None:
-        if spec.type != "local":
-            raise InternalError(f"LocalCacheSource: unsupported cache type {spec.type!r}")
-        if not os.path.isdir(spec.path):
-            raise ConfigError(f"--cache-from src {spec.path}: no such directory",
-                              hint="export one first with --cache-to type=local,dest=DIR")
-        self.spec = spec
+    def __init__(self, where: str) -> None:
+        self.where = where
         self._lock = threading.Lock()
-        self._entries: dict[str, _Entry] | None = None
+        self._entries: dict[str, CacheEntry] | None = None
         self._copying: dict[str, threading.Lock] = {}  # layer digest → held while it is copied
 
     def fetch(self, key: str, store: Store) -> str | None:
@@ -311,19 +365,25 @@ class LocalCacheSource:
             return None
         with self._layer_lock(entry.layer.digest):
             if not store.blobs.exists(entry.diff_id):
-                _copy_in(self.spec.path, entry, store)
+                _copy_in(self.where, entry, store, lambda: self._open_layer(entry, store))
             elif store.index.layer_size(entry.diff_id) is None:  # a copy killed before it was recorded
                 store.index.record_layer(entry.diff_id, store.blobs.size(entry.diff_id))
         return entry.diff_id
 
     def keys(self) -> frozenset[str]:
-        """The cache keys the directory holds (reads it if not done yet)."""
+        """The cache keys the cache holds (reads its index if not done yet)."""
         return frozenset(self._load())
 
-    def _load(self) -> dict[str, _Entry]:
+    def _read_entries(self) -> dict[str, CacheEntry]:
+        raise NotImplementedError
+
+    def _open_layer(self, entry: CacheEntry, store: Store) -> BinaryIO:
+        raise NotImplementedError
+
+    def _load(self) -> dict[str, CacheEntry]:
         with self._lock:
             if self._entries is None:
-                self._entries = _read_cache(self.spec.path)
+                self._entries = self._read_entries()
             return self._entries
 
     def _layer_lock(self, digest: str) -> threading.Lock:
@@ -331,33 +391,94 @@ class LocalCacheSource:
             return self._copying.setdefault(digest, threading.Lock())
 
 
-def _read_cache(root: str) -> dict[str, _Entry]:
+class LocalCacheSource(ImportedCache):
+    """A --cache-from directory. Made by `api.build` (through `open_cache_source`) for each `--cache-from`;
+    `steps.StepRunner` calls `fetch` on a local cache miss."""
+
+    def __init__(self, spec: CacheSpec) -> None:
+        if spec.type != "local":
+            raise InternalError(f"LocalCacheSource: unsupported cache type {spec.type!r}")
+        if not os.path.isdir(spec.path):
+            raise ConfigError(f"--cache-from src {spec.path}: no such directory",
+                              hint="export one first with --cache-to type=local,dest=DIR")
+        super().__init__(spec.path)
+        self.spec = spec
+
+    def _read_entries(self) -> dict[str, CacheEntry]:
+        return _read_cache(self.spec.path)
+
+    def _open_layer(self, entry: CacheEntry, store: Store) -> BinaryIO:
+        try:
+            return open(_blob_path(self.spec.path, entry.layer.digest), "rb")
+        except OSError as exc:
+            raise StoreError(f"corrupt cache at {self.where}: cannot read layer {entry.layer.digest} of "
+                             f"{entry.key}: {exc.strerror or exc}") from None
+
+
+def open_cache_source(spec: CacheSpec) -> ImportedCache:
+    """The source of a parsed `--cache-from`: a ConfigError when it is plainly not there (the caller warns
+    and builds without it); a registry is not asked anything until the first `fetch`."""
+    if spec.type == "registry":
+        from pybuild.cache.registrycache import RegistryCacheSource
+
+        return RegistryCacheSource(spec)
+    return LocalCacheSource(spec)
+
+
+def _read_cache(root: str) -> dict[str, CacheEntry]:
     """The entries of the cache layout at `root` (index.json → our manifest → its config)."""
     try:
         with open(os.path.join(root, "index.json"), "rb") as f:
-            data = f.read(_DOC_LIMIT + 1)
+            data = f.read(DOC_LIMIT + 1)
     except FileNotFoundError:
         raise ConfigError(f"--cache-from src {root} is not a cache directory (no index.json)",
                           hint="export one with --cache-to type=local,dest=DIR") from None
     except OSError as exc:
         raise ConfigError(f"cannot read the cache at {root}: {exc.strerror or exc}") from None
     try:
-        index = Index.from_bytes(data)
-        for desc in index.manifests:
-            if desc.media_type != OCI_MANIFEST:
-                continue
-            manifest = Manifest.from_bytes(_read_doc(root, desc))
-            if manifest.config.media_type == CONFIG_MEDIA_TYPE:
-                return _parse_config(_read_doc(root, manifest.config), manifest)
+        entries = read_entries(data, OCI_INDEX, lambda desc: _read_doc(root, desc))
     except StoreError as exc:
         raise StoreError(f"corrupt cache at {root}: {exc.message}") from None
-    raise ConfigError(f"--cache-from src {root} holds no pybuild build cache",
-                      hint="it was not written by pybuild build --cache-to")
+    if entries is None:
+        raise ConfigError(f"--cache-from src {root} holds no pybuild build cache",
+                          hint="it was not written by pybuild build --cache-to")
+    return entries
+
+
+def read_entries(data: bytes, media_type: str,
+                 read: Callable[[Descriptor], bytes]) -> dict[str, CacheEntry] | None:
+    """The entries of a cache whose top document is `data`: an OCI index listing the cache manifest (a
+    layout's index.json) or the manifest itself (a registry tag). `read` returns a blob's bytes checked
+    against its descriptor (`check_doc`). None when it holds no pybuild cache; StoreError when corrupt."""
+    if media_type == OCI_INDEX:
+        index = Index.from_bytes(data)
+        for desc in index.manifests:
+            if desc.media_type == OCI_MANIFEST:
+                found = _manifest_entries(Manifest.from_bytes(read(desc)), read)
+                if found is not None:
+                    return found
+    elif media_type == OCI_MANIFEST:
+        return _manifest_entries(Manifest.from_bytes(data), read)
+    return None
+
+
+def _manifest_entries(manifest: Manifest,
+                      read: Callable[[Descriptor], bytes]) -> dict[str, CacheEntry] | None:
+    if manifest.config.media_type != CONFIG_MEDIA_TYPE:
+        return None
+    return _parse_config(read(manifest.config), manifest)
+
+
+def check_doc(desc: Descriptor, data: bytes) -> bytes:
+    """`data` if it is the blob `desc` names (digest and size); else StoreError."""
+    if len(data) != desc.size or sha256_digest(data) != desc.digest:
+        raise StoreError(f"blob {desc.digest} does not match its digest")
+    return data
 
 
 def _read_doc(root: str, desc: Descriptor) -> bytes:
     """A small blob of the layout, checked against its descriptor's digest and size."""
-    if desc.size > _DOC_LIMIT:
+    if desc.size > DOC_LIMIT:
         raise StoreError(f"{desc.digest} is too big for a {desc.media_type} ({desc.size} bytes)")
     try:
         with open(_blob_path(root, desc.digest), "rb") as f:
@@ -366,12 +487,10 @@ def _read_doc(root: str, desc: Descriptor) -> bytes:
         raise StoreError(f"blob {desc.digest} is missing") from None
     except OSError as exc:
         raise StoreError(f"cannot read blob {desc.digest}: {exc.strerror or exc}") from None
-    if len(data) != desc.size or sha256_digest(data) != desc.digest:
-        raise StoreError(f"blob {desc.digest} does not match its digest")
-    return data
+    return check_doc(desc, data)
 
 
-def _parse_config(data: bytes, manifest: Manifest) -> dict[str, _Entry]:
+def _parse_config(data: bytes, manifest: Manifest) -> dict[str, CacheEntry]:
     try:
         doc = json.loads(data)
     except ValueError as exc:
@@ -380,12 +499,12 @@ def _parse_config(data: bytes, manifest: Manifest) -> dict[str, _Entry]:
         version = doc.get("version") if isinstance(doc, dict) else None
         raise StoreError(f"unsupported cache config (version {version!r}, this pybuild reads {CACHE_VERSION})")
     layers = {layer.digest: layer for layer in manifest.layers}
-    entries: dict[str, _Entry] = {}
+    entries: dict[str, CacheEntry] = {}
     for item in doc["entries"]:
         key, diff_id, layer = (_field(item, name) for name in ("key", "diff_id", "layer"))
         if layer not in layers:
             raise StoreError(f"entry {key} names layer {layer}, which the manifest does not list")
-        entries[key] = _Entry(key, diff_id, layers[layer])
+        entries[key] = CacheEntry(key, diff_id, layers[layer])
     return entries
 
 
@@ -400,34 +519,30 @@ def _blob_path(root: str, digest: str) -> str:
     return os.path.join(root, "blobs", "sha256", digest_hex(digest))
 
 
-def _copy_in(root: str, entry: _Entry, store: Store) -> None:
-    """Copy the layer of `entry` into `store`: as given and decompressed, every digest checked before
-    anything is committed; then record the blobs, the layer and its compressed form."""
+def _copy_in(where: str, entry: CacheEntry, store: Store, open_layer: Callable[[], BinaryIO]) -> None:
+    """Copy the layer of `entry` (read from `open_layer()`) into `store`: as given and decompressed, every
+    digest checked before anything is committed; then record the blobs, the layer and its compressed form."""
     from pybuild.store.images import LOADED_LEVEL
 
     desc = entry.layer
     try:
         compression = layer_compression(desc.media_type)
-        src = open(_blob_path(root, desc.digest), "rb")
     except StoreError as exc:
-        raise StoreError(f"corrupt cache at {root}: {exc.message}") from None
-    except OSError as exc:
-        raise StoreError(f"corrupt cache at {root}: cannot read layer {desc.digest} of {entry.key}: "
-                         f"{exc.strerror or exc}") from None
-    with src, ExitStack() as stack:
+        raise StoreError(f"corrupt cache at {where}: {exc.message}") from None
+    with open_layer() as src, ExitStack() as stack:
         plain = stack.enter_context(store.blobs.writer())
         packed = stack.enter_context(store.blobs.writer()) if compression != "uncompressed" else None
-        size, packed_size = _stream(root, entry, src, compression, plain, packed)
-        _, size = _commit(root, entry, plain, entry.diff_id)
+        size, packed_size = _stream(where, entry, src, compression, plain, packed)
+        _, size = _commit(where, entry, plain, entry.diff_id)
         store.index.record_blob(entry.diff_id, size, layer_media_type("uncompressed"))
         store.index.record_layer(entry.diff_id, size)
         if packed is not None:
-            _commit(root, entry, packed, desc.digest)
+            _commit(where, entry, packed, desc.digest)
             store.index.record_blob(desc.digest, packed_size, desc.media_type)
             store.index.record_compressed(entry.diff_id, compression, LOADED_LEVEL, desc.digest, packed_size)
 
 
-def _stream(root: str, entry: _Entry, src: BinaryIO, compression: str, plain: BlobWriter,
+def _stream(where: str, entry: CacheEntry, src: BinaryIO, compression: str, plain: BlobWriter,
             packed: BlobWriter | None) -> tuple[int, int]:
     """Read the cache's layer blob into `packed` and its decompressed bytes into `plain` (uncommitted);
     StoreError unless the blob matches its descriptor. Returns (uncompressed size, blob size)."""
@@ -442,23 +557,23 @@ def _stream(root: str, entry: _Entry, src: BinaryIO, compression: str, plain: Bl
             plain.write(chunk)
         tee.drain()
     except StoreError as exc:
-        raise StoreError(f"corrupt cache at {root}: layer {desc.digest} of {entry.key}: {exc.message}") from None
+        raise StoreError(f"corrupt cache at {where}: layer {desc.digest} of {entry.key}: {exc.message}") from None
     except OSError as exc:
-        raise StoreError(f"cannot read the cache at {root}: layer {desc.digest}: {exc.strerror or exc}") from None
+        raise StoreError(f"cannot read the cache at {where}: layer {desc.digest}: {exc.strerror or exc}") from None
     actual = "sha256:" + tee.hash.hexdigest()
     if actual != desc.digest or tee.size != desc.size:
-        raise StoreError(f"corrupt cache at {root}: layer {desc.digest} ({desc.size} bytes) of {entry.key} "
+        raise StoreError(f"corrupt cache at {where}: layer {desc.digest} ({desc.size} bytes) of {entry.key} "
                          f"has content {actual} ({tee.size} bytes)")
     return plain.size, tee.size
 
 
-def _commit(root: str, entry: _Entry, writer: BlobWriter, digest: str) -> tuple[str, int]:
+def _commit(where: str, entry: CacheEntry, writer: BlobWriter, digest: str) -> tuple[str, int]:
     try:
         result = writer.commit(digest)
     except StoreError as exc:
         if "digest mismatch" not in exc.message:
             raise
-        raise StoreError(f"corrupt cache at {root}: layer {entry.layer.digest} of {entry.key} does not "
+        raise StoreError(f"corrupt cache at {where}: layer {entry.layer.digest} of {entry.key} does not "
                          f"match its diffID {entry.diff_id}") from None
     return result
 

@@ -42,7 +42,7 @@ def add_build_parser(sub: Any) -> None:
     p.add_argument("--secret", dest="secrets", action="append", default=[],
                    metavar="id=ID[,src=FILE|env=VAR]", help="a secret for RUN --mount=type=secret")
     p.add_argument("-o", "--output", dest="outputs", action="append", default=[], metavar="SPEC",
-                   help="also export the result: type=oci|docker|local|tar|image,dest=...")
+                   help="also export the result: type=oci|docker|local|tar|image|registry,dest=...")
     p.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
     p.add_argument("--metadata-file", metavar="FILE", help="write build result metadata (JSON) to FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID on success")
@@ -57,6 +57,11 @@ def add_build_parser(sub: Any) -> None:
                    help="export build cache")
     p.add_argument("--runtime", default=os.environ.get("PYBUILD_RUNTIME", "runc"), choices=("runc", "crun"),
                    help="the OCI runtime for RUN steps (default runc)")
+    p.add_argument("--pull", action="store_true", help="pull the base images even when the store has them")
+    p.add_argument("--push", action="store_true", help="push every -t name to its registry after the build")
+    from pybuild.cli.registrycmd import add_insecure_flag
+
+    add_insecure_flag(p)
     p.set_defaults(handler=cmd_build)
 
 
@@ -92,6 +97,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: must be at least 1")
+    if args.insecure_registries:
+        from pybuild.cli.registrycmd import apply_insecure
+
+        apply_insecure(args)
     data = sys.stdin.buffer.read() if args.dockerfile == "-" else None
     request = BuildRequest(
         context=args.context, dockerfile=args.dockerfile, dockerfile_data=data, tags=tuple(args.tags),
@@ -99,7 +108,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         no_cache_filter=tuple(args.no_cache_filter), labels=labels(args.labels), platform=args.platform,
         network=args.network, secrets=tuple(args.secrets), outputs=tuple(args.outputs), jobs=args.jobs,
         explain_cache=args.explain_cache, cache_from=tuple(args.cache_from), cache_to=tuple(args.cache_to),
-        runtime=args.runtime)
+        runtime=args.runtime, pull=args.pull, push=args.push)
     mode = "quiet" if args.quiet else args.progress
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a killed build cleans up like Ctrl-C
     try:

@@ -227,6 +227,8 @@ def cmd_images(args: argparse.Namespace) -> int:
     for image in images:
         for name in image.names:
             repo, _, tag = name.rpartition(":")
+            if "@" in name:  # pulled by digest (`REPO@sha256:...`): docker shows such an image untagged
+                repo, tag = name.partition("@")[0], "<none>"
             rows.append((repo, tag, image.config_digest.removeprefix("sha256:")[:12], image.created or "",
                          image.platform, _human_size(image.size)))
     _print_table(rows)

@@ -77,6 +77,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     _add_image_commands(sub)
 
+    from pybuild.cli.registrycmd import add_registry_parsers
+
+    add_registry_parsers(sub)
+
     from pybuild.cli.buildcmd import add_build_parser
 
     add_build_parser(sub)
@@ -84,7 +88,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 COMMANDS = frozenset({"parse", "check", "context", "import", "load", "save", "images", "inspect", "history",
-                      "tag", "rmi", "du", "prune", "build"})
+                      "tag", "rmi", "du", "prune", "build", "pull", "push", "login", "logout"})
 
 
 def _with_command(argv: list[str]) -> list[str]:

@@ -1,7 +1,7 @@
 """Exporters: write an image from the store as an OCI layout, a docker-archive, a directory or a tar.
 
-Who uses it: the CLI (`pybuild save`, `--output`) and, later, `api.build`. Each exporter is an `Exporter`
-(a Protocol, so the registry push can be one more without touching the others); `export_image` picks one from
+Who uses it: the CLI (`pybuild save`, `--output`) and `api.build`. Each exporter is an `Exporter`
+(a Protocol); `export_image` picks one from
 an `OutputSpec` and returns the manifest descriptor of what was written.
 
 Determinism: every archive is written with its entries sorted, mtime 0, uid/gid 0, no user or group names,
@@ -110,7 +110,8 @@ class DockerExporter:
 
 
 class ImageStoreExporter:
-    """`type=image`: keep the image in the local store under the spec's names (no push yet)."""
+    """`type=image`: keep the image in the local store under the spec's names; with `push=true` (or
+    `type=registry`) also push each name to its registry (`registry.push`, with the spec's compression)."""
 
     def export(self, store: Store, image: StoredImage, spec: OutputSpec,
                stdout: BinaryIO | None = None) -> Descriptor:
@@ -121,6 +122,12 @@ class ImageStoreExporter:
             store_manifest(store, exported, image.platform)
         for name in spec.names:
             tag_image(store, exported.manifest_digest, name)
+        if spec.push:
+            from pybuild.registry.push import push_image
+
+            for name in spec.names:
+                push_image(store, image, name, compression=spec.compression, level=spec.compression_level,
+                           oci_mediatypes=spec.use_oci_mediatypes, force=spec.force_compression)
         return Descriptor.from_dict(exported.descriptor)
 
 

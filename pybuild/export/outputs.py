@@ -4,13 +4,15 @@
     type=docker,dest=out.tar[,name=app:v1]               docker-archive (`docker load` / `podman load`)
     type=local,dest=DIR                                  the final filesystem, written into DIR
     type=tar,dest=rootfs.tar                             the final filesystem as one tar (dest=- is stdout)
-    type=image,name=app:v1[,name=...]                    keep the image in the local store under these names
+    type=image,name=app:v1[,name=...][,push=true]       keep the image in the local store under these names
+                                                         (and push each name to its registry)
+    type=registry,name=reg/app:v1                        the same as type=image,...,push=true (buildx)
     compression=gzip|zstd|uncompressed, compression-level=N, oci-mediatypes=true|false, force-compression=BOOL
 
 As in buildx, a spec is one CSV record (so `"name=a:1,b:2"` quotes a list), a bare path means
-`type=local,dest=PATH` and a bare `-` means `type=tar,dest=-`. `type=registry` and `push=true` need the registry
-client and are refused with a clear error until it exists. Who makes it: the CLI (`--output`, `save`); who uses
-it: `pybuild.export.exporters.export_image`.
+`type=local,dest=PATH` and a bare `-` means `type=tar,dest=-`. `type=registry` is parsed as `type=image` with
+`push=true`, as buildx documents it. Who makes it: the CLI (`--output`, `save`); who uses it:
+`pybuild.export.exporters.export_image`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class OutputSpec:
     """One parsed `--output`: where an image (or its filesystem) goes and how its layers are compressed.
 
     `oci_mediatypes` is None when the spec did not say (oci/image default to OCI types, docker to Docker's).
+    `push` (type=image only): push each name to its registry after storing it.
     """
 
     type: str
@@ -49,6 +52,7 @@ class OutputSpec:
     compression_level: int | None = None
     oci_mediatypes: bool | None = None
     force_compression: bool = False
+    push: bool = False
 
     @property
     def use_oci_mediatypes(self) -> bool:
@@ -71,8 +75,11 @@ def parse_output(text: str) -> OutputSpec:
     if kind is None:
         raise ConfigError(f"invalid output spec {text!r}: missing type=", hint=f"types: {', '.join(TYPES)}")
     kind = kind.lower()
-    if kind == "registry":
-        raise ConfigError(f"invalid output spec {text!r}: type=registry is not available yet (no registry client)")
+    if kind == "registry":  # buildx: "shorthand for type=image,push=true"
+        if "push" in fields and not _bool(text, "push", fields["push"], True):
+            raise ConfigError(f"invalid output spec {text!r}: type=registry always pushes",
+                              hint="use type=image to keep the image without pushing it")
+        kind, fields["push"] = "image", "true"
     if kind not in TYPES:
         raise ConfigError(f"invalid output spec {text!r}: unknown type {kind!r}", hint=f"types: {', '.join(TYPES)}")
     unknown = sorted(set(fields) - _KEYS[kind])
@@ -112,8 +119,9 @@ def _to_spec(text: str, kind: str, fields: dict[str, str]) -> OutputSpec:
     names = tuple(n.strip() for n in fields.get("name", "").split(",") if n.strip())
     if kind == "image" and not names:
         raise ConfigError(f"invalid output spec {text!r}: type=image needs name=", hint="e.g. type=image,name=app:v1")
-    if _bool(text, "push", fields.get("push"), False):
-        raise ConfigError(f"invalid output spec {text!r}: push=true is not available yet (no registry client)")
+    push = _bool(text, "push", fields.get("push"), False)
+    if push:
+        _check_push_names(text, names)
     compression = fields.get("compression", "gzip").lower()
     if compression not in COMPRESSIONS:
         raise ConfigError(f"invalid output spec {text!r}: unknown compression {compression!r}",
@@ -127,7 +135,16 @@ def _to_spec(text: str, kind: str, fields: dict[str, str]) -> OutputSpec:
                           hint="use compression=gzip, or oci-mediatypes=true")
     force = _bool(text, "force-compression", fields.get("force-compression"), False)
     return OutputSpec(type=kind, dest=dest, tar=tar, names=names, compression=compression,
-                      compression_level=level, oci_mediatypes=oci_mediatypes, force_compression=force)
+                      compression_level=level, oci_mediatypes=oci_mediatypes, force_compression=force, push=push)
+
+
+def _check_push_names(text: str, names: tuple[str, ...]) -> None:
+    from pybuild.image.reference import parse_reference
+
+    for name in names:
+        if parse_reference(name).digest is not None:
+            raise ConfigError(f"invalid output spec {text!r}: cannot push to {name}: it has a digest",
+                              hint="push to a tag (REGISTRY/NAME:TAG)")
 
 
 def _bool(text: str, key: str, value: str | None, default: bool) -> bool:

@@ -2,21 +2,19 @@
 
 Nothing is committed before it is verified: each layer is streamed into two uncommitted blob writers (as
 given, and uncompressed) while both digests are checked against the manifest and the config's
-`rootfs.diff_ids`; all writers of an archive are committed only once every layer of it has been checked,
-and tags are set last (see `images.py` for how images are kept).
+`rootfs.diff_ids` (`layerstage.py`, shared with `pybuild pull`); all writers of an archive are committed
+only once every layer of it has been checked, and tags are set last (see `images.py` for how images are kept).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import shutil
 import tarfile
 import tempfile
 from contextlib import ExitStack
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from pybuild.digest import parse_digest, sha256_digest
 from pybuild.errors import ConfigError, StoreError
@@ -34,16 +32,15 @@ from pybuild.image.spec import (
 )
 from pybuild.record import record
 from pybuild.store.images import (
-    LOADED_LEVEL,
     StoredImage,
     clean_member_path,
     config_diff_ids,
     normalize_name,
     parse_config,
 )
+from pybuild.store.layerstage import layer_known, stage_layer
 
 if TYPE_CHECKING:
-    from pybuild.store.cas import BlobWriter
     from pybuild.store.store import Store
 
 __all__ = ["load_archive"]
@@ -287,87 +284,13 @@ def _stage_image(store: Store, source: _Source, plan: _Plan, stack: ExitStack,
 
 def _stage_layer(store: Store, source: _Source, member: str, desc: Descriptor | None, diff_id: str,
                  stack: ExitStack, commits: list[Any]) -> tuple[str, int, str]:
-    """Stream one layer into writers and check its digest and diffID; returns (digest, size, compression)."""
-    from pybuild.store.compress import decompress_stream, detect_compression
-
-    known = desc is not None and store.blobs.exists(desc.digest) and store.blobs.exists(diff_id) and (
-        desc.digest == diff_id or store.index.diff_id_of(desc.digest) == diff_id)
-    if known and desc is not None:
+    """Stream one layer into writers and check it (`layerstage`); returns (digest, size, compression)."""
+    if layer_known(store, desc, diff_id) and desc is not None:
         return desc.digest, desc.size, layer_compression(desc.media_type)
     raw = stack.enter_context(source.open(member))
-    head = raw.read(4)
-    compression = detect_compression(head)
-    if desc is not None and layer_compression(desc.media_type) != compression:
-        raise StoreError(f"cannot load {source.path}: layer {member} is {compression}, but its media type "
-                         f"says {desc.media_type}")
-    packed = stack.enter_context(store.blobs.writer()) if compression != "uncompressed" else None
-    plain = stack.enter_context(store.blobs.writer())
-    tee = _Tee(head, raw, packed)
-    try:
-        unpacked = decompress_stream(cast(IO[bytes], tee), compression) if packed is not None else tee
-        plain_hash = hashlib.sha256()
-        while chunk := unpacked.read(_CHUNK):
-            plain_hash.update(chunk)
-            plain.write(chunk)
-        tee.drain()
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise StoreError(f"cannot load {source.path}: layer {member} is truncated ({exc})") from None
-    except StoreError as exc:
-        raise StoreError(f"cannot load {source.path}: layer {member}: {exc.message}") from None
-    digest = "sha256:" + tee.hash.hexdigest()
-    if desc is not None and (digest != desc.digest or tee.size != desc.size):
-        raise StoreError(f"cannot load {source.path}: digest mismatch for layer {member}: expected "
-                         f"{desc.digest} ({desc.size} bytes), got {digest} ({tee.size} bytes)")
-    if "sha256:" + plain_hash.hexdigest() != diff_id:
-        raise StoreError(f"cannot load {source.path}: layer {member} does not match its diffID {diff_id} "
-                         f"(content is sha256:{plain_hash.hexdigest()})")
-    commits.append(lambda: _commit_layer(store, plain, packed, diff_id, digest, compression))
-    return digest, tee.size, compression
-
-
-def _commit_layer(store: Store, plain: BlobWriter, packed: BlobWriter | None, diff_id: str, digest: str,
-                  compression: str) -> None:
-    _, size = plain.commit(diff_id)
-    store.index.record_blob(diff_id, size, layer_media_type("uncompressed"))
-    store.index.record_layer(diff_id, size)
-    if packed is not None:
-        _, packed_size = packed.commit(digest)
-        store.index.record_blob(digest, packed_size, layer_media_type(compression))
-        store.index.record_compressed(diff_id, compression, LOADED_LEVEL, digest, packed_size)
-
-
-class _Tee(io.RawIOBase):
-    """Reads `head` then `src`, hashing everything and copying it into `copy` (when not None)."""
-
-    def __init__(self, head: bytes, src: IO[bytes], copy: BlobWriter | None) -> None:
-        self.head, self.src, self.copy = head, src, copy
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if self.head:
-            data, self.head = (self.head, b"") if size < 0 or size >= len(self.head) else \
-                (self.head[:size], self.head[size:])
-        else:
-            data = self.src.read(size if size >= 0 else _CHUNK)
-        self.hash.update(data)
-        self.size += len(data)
-        if self.copy is not None and data:
-            self.copy.write(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[:len(data)] = data
-        return len(data)
-
-    def drain(self) -> None:
-        while self.read(_CHUNK):
-            pass
+    staged = stage_layer(store, raw, desc, diff_id, stack, where=f"cannot load {source.path}", name=member)
+    commits.append(staged.commit)
+    return staged.digest, staged.size, staged.compression
 
 
 def _record_loaded(store: Store, plan: _Plan, manifest: Manifest) -> StoredImage:

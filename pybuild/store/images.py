@@ -161,6 +161,8 @@ def _lookup(store: Store, name: str) -> tuple[str, str | None]:
             return matches.pop(), None
         if len(matches) > 1:
             raise StoreError(f"image ID prefix {name!r} is ambiguous ({len(matches)} images)")
+    if "@" in text:
+        return _lookup_pinned(store, name, text)
     try:
         stored = normalize_name(text)
     except ConfigError:
@@ -169,6 +171,32 @@ def _lookup(store: Store, name: str) -> tuple[str, str | None]:
     if digest is None:
         raise StoreError(f"no such image: {name}", hint="see `pybuild images` for what the store holds")
     return digest, stored
+
+
+def pinned_name(name: str) -> str:
+    """The stored name of a reference pinned by digest: `REPO@DIGEST` (any tag dropped, as docker does)."""
+    from pybuild.image.reference import parse_reference
+
+    ref = parse_reference(name)
+    if ref.digest is None:
+        raise ConfigError(f"invalid reference {name!r}: no digest")
+    return f"{ref.name}@{ref.digest}"
+
+
+def _lookup_pinned(store: Store, name: str, text: str) -> tuple[str, str | None]:
+    """`REPO@DIGEST`: the image a pull of it stored (a pinned index digest names the platform manifest
+    pulled from it), or the manifest with that digest when the store has it."""
+    try:
+        stored = pinned_name(text)
+    except ConfigError:
+        raise StoreError(f"no such image: {name}") from None
+    digest = store.index.get_tag(stored)
+    if digest is not None:
+        return digest, stored
+    pinned = stored.rpartition("@")[2]
+    if store.index.get_image(pinned) is not None and store.blobs.exists(pinned):
+        return pinned, None
+    raise StoreError(f"no such image: {name}", hint="see `pybuild images` for what the store holds")
 
 
 def resolve_image(store: Store, name: str) -> StoredImage:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pybuild.store.images import import_rootfs
+from pybuild.store.store import Store
 from tests.bases import make_busybox_rootfs, need, tar_dir
 
 
@@ -20,3 +23,14 @@ def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     need(os.path.exists("/bin/busybox"), "busybox-static not installed")
     tmp = tmp_path_factory.mktemp("busybox")
     return tar_dir(make_busybox_rootfs(tmp / "rootfs"), tmp / "busybox.tar")
+
+
+@pytest.fixture
+def root(tmp_path: Path, busybox_tar: Path) -> Iterator[str]:
+    """A store with busybox:latest imported; its path. Afterwards, no mount may be left under it."""
+    path = str(tmp_path / "store")
+    with Store.open(path) as store:
+        import_rootfs(store, str(busybox_tar), "busybox:latest")
+    yield path
+    with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
+        assert path not in mounts.read(), "a build left a mount behind"

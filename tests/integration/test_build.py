@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,17 +22,6 @@ from tests.bases import need, tar_dir
 pytestmark = pytest.mark.root
 
 PYBUILD = [sys.executable, "-m", "pybuild"]
-
-
-@pytest.fixture
-def root(tmp_path: Path, busybox_tar: Path) -> Iterator[str]:
-    """A store with busybox:latest imported; its path."""
-    path = str(tmp_path / "store")
-    with Store.open(path) as store:
-        import_rootfs(store, str(busybox_tar), "busybox:latest")
-    yield path
-    with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
-        assert path not in mounts.read(), "a build left a mount behind"
 
 
 def make_context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:

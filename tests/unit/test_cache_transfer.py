@@ -46,13 +46,23 @@ def test_parse_cache_from_and_to() -> None:
     # BuildKit's defaults, said out loud, are what pybuild writes anyway
     assert parse_cache_to("type=local,dest=o,compression=gzip,oci-mediatypes=true,image-manifest=true,"
                           "ignore-error=false") == CacheSpec("local", "o", "min")
+    assert parse_cache_from("type=registry,ref=reg.example.com/app:cache") == \
+        CacheSpec("registry", "reg.example.com/app:cache")
+    assert parse_cache_from("type=registry,ref=localhost:5000/app@sha256:" + "a" * 64).type == "registry"
+    assert parse_cache_to("type=Registry,ref=127.0.0.1:5000/app:cache,mode=max") == \
+        CacheSpec("registry", "127.0.0.1:5000/app:cache", "max")
+    assert parse_cache_to("type=registry,ref=app,image-manifest=true") == CacheSpec("registry", "app", "min")
 
 
 @pytest.mark.parametrize(("text", "match"), [
     ("", "empty"),
     ("/some/dir", "missing type="),
     ("src=/some/dir", "missing type="),
-    ("type=registry,ref=example.com/cache", "type=registry is not available yet"),
+    ("type=registry", "missing ref="),
+    ("type=registry,ref=", "ref is empty"),
+    ("type=registry,ref=Bad/Name", "invalid reference format"),
+    ("type=registry,ref=r/app,src=x", "unknown key 'src'"),
+    ("type=registry,ref=r/app,mode=max", "unknown key 'mode'"),
     ("type=gha", "unknown cache type 'gha'"),
     ("type=inline", "unknown cache type 'inline'"),
     ("type=s3,bucket=x", "unknown cache type 's3'"),
@@ -75,7 +85,10 @@ def test_parse_cache_from_errors(text: str, match: str) -> None:
 @pytest.mark.parametrize(("text", "match"), [
     ("", "empty"),
     ("out-dir", "missing type="),
-    ("type=registry,ref=example.com/cache", "type=registry is not available yet"),
+    ("type=registry,dest=x", "unknown key 'dest'"),
+    ("type=registry,mode=max", "missing ref="),
+    ("type=registry,ref=r/app@sha256:" + "a" * 64, "names a digest"),
+    ("type=registry,ref=r/app,compression=zstd", "compression=zstd is not available yet"),
     ("type=azblob,name=x", "unknown cache type 'azblob'"),
     ("type=local", "missing dest="),
     ("type=local,dest=", "dest is empty"),

@@ -13,7 +13,7 @@ from pybuild.image.config import ContainerConfig, History, ImageConfig
 from pybuild.image.spec import Platform
 from pybuild.plan.convert import convert
 from pybuild.plan.convert_config import DEFAULT_PATH, go_duration
-from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, ImageSourceOp, Plan
+from pybuild.plan.ops import ExecOp, FileOp, ImageSourceOp, Plan
 
 PLATFORM = Platform("linux", "amd64")
 

@@ -1,0 +1,15 @@
+"""Registry access: the OCI distribution API client, its authentication, docker's credential file and the
+insecure-registry settings.
+
+Modules (import the one you need; this package imports nothing, so `pybuild.registry.settings` or
+`pybuild.registry.dockerconfig` can be used without loading httpx):
+
+    settings.py      which hosts may be reached over plain HTTP (`insecure_registries`, `is_insecure`)
+    dockerconfig.py  ~/.docker/config.json: `Credentials`, `credentials_for`, `login`, `logout`
+    auth.py          WWW-Authenticate challenges, Basic headers, Bearer token requests, the token cache
+    client.py        `RegistryClient` (manifests, blobs, uploads, mounts, tags) and `client_for(host)`
+    wire.py          the client's helpers: media types, retry budgets, error texts, TLS settings
+
+httpx lives here and only here; no httpx exception leaves the package (every failure is a RegistryError,
+a ConfigError for a bad configuration file, or a StoreError for a bad local source).
+"""

@@ -1,0 +1,669 @@
+"""The OCI distribution API (distribution-spec v2) over httpx: one `RegistryClient` per registry host.
+
+Who uses it: pull and push (`registry/pull.py`, `registry/push.py`), the registry build cache
+(`cache/transfer.py`) and `dockerconfig.login`. Those callers run transfers in parallel on their own
+threads; a client is thread-safe (one `httpx.Client` with a connection pool, state under locks), and
+`client_for(host)` shares one client per host in a process.
+
+What it does:
+- Manifests by tag or digest (`Accept`: OCI manifest and index, Docker v2 manifest and manifest list),
+  verified against the digest when fetched by digest; blobs streamed into the caller's writer and
+  verified; uploads as POST then one PUT (monolithic), or PATCH chunks then PUT for blobs larger than
+  `chunk_size`; cross-repository mounts (`?mount=&from=`: False when the registry opens an upload
+  instead, which is cancelled, or refuses access to the source); HEAD existence checks; tag lists
+  (`Link` pagination).
+- Authentication (`auth.py`): a request answered 401 teaches the client the registry's challenge; Basic
+  sends the credentials, Bearer fetches a token for the request's scopes (pull for reads, pull,push for
+  writes, plus pull on the source repository of a mount) and caches it per set of scopes. Credentials
+  come from the caller or, on the first challenge, from docker's config (`dockerconfig.credentials_for`).
+- Schemes: HTTPS; for an insecure host (`settings.is_insecure`: loopback, config file,
+  `--insecure-registry`) HTTPS without certificate checks is tried first, and plain HTTP after a TLS or
+  connection error, as docker does; the choice is kept for the client's life. Extra CAs and client
+  certificates are read from `/etc/docker/certs.d/HOST/` (`*.crt`; `*.cert` with `*.key`), docker's place.
+- Failures: connection errors, 429 and 5xx are retried `retries` times with exponential backoff from
+  `backoff` seconds, or after `Retry-After` when the registry says, never waiting more than `max_wait`
+  seconds in total for one operation (`sleep` and `max_wait` are attributes, so tests make them small).
+  An unknown host name is not retried.
+  A blob download cut off mid-body resumes with `Range: bytes=N-` (or, when the server ignores Range,
+  starts again and skips the N bytes already written), so the caller's writer only ever receives each
+  byte once. A failed upload starts again from a new upload session (a chunked upload too: resuming
+  from the registry's reported offset is not worth its corner cases here).
+- `progress` callbacks get the number of bytes of each piece just written or sent (increments, not
+  totals), so one callback can add up several transfers running in parallel.
+- Errors are RegistryError with one-line messages: "cannot reach registry HOST: ...", "access to
+  registry HOST denied: repository:foo:pull,push (...)", "manifest unknown: HOST/foo:tag", "digest
+  mismatch for blob sha256:...: got sha256:...". When `get_blob` raises, the bytes already written must
+  be thrown away by the caller (e.g. a `BlobWriter` left uncommitted). No httpx exception leaves here.
+
+Module-level helpers (media types, the retry budget, error texts, TLS settings) live in `wire.py`, to keep
+this file about the protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import BinaryIO, Final
+
+import httpx
+
+from pybuild import __version__
+from pybuild.errors import RegistryError, StoreError
+from pybuild.registry import settings
+from pybuild.registry.auth import (
+    Challenge,
+    TokenCache,
+    basic_header,
+    parse_challenges,
+    parse_token_response,
+    pull_scope,
+    push_scope,
+    scope_key,
+    token_request,
+)
+from pybuild.registry.dockerconfig import Credentials, credentials_for
+from pybuild.registry.wire import (
+    ACCEPT_MANIFESTS,
+    DIGEST_RE,
+    LINK_RE,
+    MANIFEST_TYPES,
+    READ_CHUNK,
+    Budget,
+    Denied,
+    Retriable,
+    Writable,
+    error_detail,
+    is_dns_failure,
+    manifest_media_type,
+    read_exactly,
+    reason,
+    retry_after_seconds,
+    ssl_context,
+)
+
+__all__ = ["ACCEPT_MANIFESTS", "RegistryClient", "Writable", "client_for", "close_clients"]
+
+_HUB_HOSTS: Final = frozenset({"docker.io", "index.docker.io"})
+_HUB_API: Final = "registry-1.docker.io"
+MAX_MANIFEST: Final = 4 << 20  # distribution-spec: registries may refuse manifests over 4 MiB
+MAX_SMALL_BODY: Final = 8 << 20
+MAX_WAIT: Final = 60.0
+MAX_PAGES: Final = 10_000
+
+
+def _api_host(host: str) -> str:
+    return _HUB_API if host.lower() in _HUB_HOSTS else host
+
+
+class RegistryClient:
+    """A client of one registry host (`127.0.0.1:5000`, `ghcr.io`, `docker.io`); see the module docstring.
+
+    `credentials` None looks them up in docker's config on the first auth challenge; `insecure` None
+    applies `settings.is_insecure(host)`; `transport` replaces the network (tests pass an
+    `httpx.MockTransport`). Thread-safe; close it (or use it as a context manager) when done.
+    """
+
+    def __init__(self, host: str, *, credentials: Credentials | None = None, insecure: bool | None = None,
+                 transport: httpx.BaseTransport | None = None, retries: int = 4,
+                 backoff: float = 0.5) -> None:
+        self.host = host
+        self.api_host = _api_host(host)
+        self.insecure = settings.is_insecure(host) if insecure is None else insecure
+        self.retries = max(0, retries)
+        self.backoff = max(0.0, backoff)
+        self.max_wait = MAX_WAIT
+        self.sleep: Callable[[float], None] = time.sleep
+        self._lock = threading.Lock()
+        self._credentials = credentials
+        self._credentials_known = credentials is not None
+        self._scheme: str | None = None if self.insecure else "https"
+        self._challenge: Challenge | None = None
+        self._tokens = TokenCache()
+        self._token_locks: dict[tuple[str, ...], threading.Lock] = {}
+        verify: ssl.SSLContext | bool = True
+        if transport is None:
+            verify = False if self.insecure else ssl_context(self.api_host)
+        self._http = httpx.Client(
+            transport=transport, verify=verify, follow_redirects=False,
+            timeout=httpx.Timeout(60.0, connect=15.0, pool=None),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            headers={"User-Agent": f"pybuild/{__version__}"},
+        )
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.host!r}, insecure={self.insecure})"
+
+    def _budget(self) -> Budget:
+        return Budget(self.retries, self.backoff, self.max_wait, self.sleep)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # --- plumbing ------------------------------------------------------------------------------------------
+
+    @property
+    def scheme(self) -> str | None:
+        """`https` or `http` once decided (an insecure host is undecided until it first answers)."""
+        with self._lock:
+            return self._scheme
+
+    def _url(self, target: str) -> str:
+        if target.startswith("/"):
+            with self._lock:
+                scheme = self._scheme or "https"
+            return f"{scheme}://{self.api_host}{target}"
+        return target
+
+    def _same_origin(self, url: str) -> bool:
+        return httpx.URL(url).netloc.decode("ascii", "replace").lower() == self.api_host.lower()
+
+    def _credentials_for_host(self) -> Credentials | None:
+        with self._lock:
+            if not self._credentials_known:
+                self._credentials = credentials_for(self.host)
+                self._credentials_known = True
+            return self._credentials
+
+    def _ref(self, repo: str, reference: str) -> str:
+        separator = "@" if ":" in reference else ":"
+        return f"{self.host}/{repo}{separator}{reference}"
+
+    def _check_digest(self, digest: str) -> str:
+        if not DIGEST_RE.fullmatch(digest):
+            raise RegistryError(f"invalid digest: {digest!r}")
+        return digest.split(":", 1)[0]
+
+    def _transport_error(self, exc: BaseException, *, retriable: bool = False) -> RegistryError:
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)):
+            message = f"cannot reach registry {self.host}: {reason(exc)}"
+        else:
+            message = f"connection to registry {self.host} failed: {reason(exc)}"
+        return Retriable(message) if retriable else RegistryError(message)
+
+    def _fall_back(self, url: str, exc: httpx.TransportError) -> bool:
+        """Switch an undecided insecure host from HTTPS to HTTP after `exc`; True when it did."""
+        if isinstance(exc, httpx.LocalProtocolError) or not url.startswith(f"https://{self.api_host}/"):
+            return False
+        with self._lock:
+            if not self.insecure or self._scheme is not None:
+                return False
+            self._scheme = "http"
+        return True
+
+    def _settle(self, url: str) -> None:
+        """A response came over `url`'s scheme: keep using it."""
+        if url.startswith(f"https://{self.api_host}/"):
+            with self._lock:
+                if self._scheme is None:
+                    self._scheme = "https"
+
+    def _learn(self, response: httpx.Response) -> Challenge | None:
+        """Remember the registry's auth challenge from a 401 (Bearer preferred over Basic)."""
+        challenges = parse_challenges(response.headers.get_list("WWW-Authenticate"))
+        chosen = next((c for c in challenges if c.scheme == "bearer"), None)
+        chosen = chosen or next((c for c in challenges if c.scheme == "basic"), None)
+        if chosen is not None:
+            with self._lock:
+                self._challenge = chosen
+        return chosen
+
+    def _denied(self, scopes: Sequence[str], detail: str) -> Denied:
+        creds = self._credentials_for_host()
+        hint = None if creds is not None else f"log in first: pybuild login {self.host}"
+        what = " ".join(scopes) or "registry"
+        return Denied(f"access to registry {self.host} denied: {what} ({detail})", detail, hint)
+
+    def _authorization(self, scopes: Sequence[str]) -> str | None:
+        with self._lock:
+            challenge = self._challenge
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            creds = self._credentials_for_host()
+            return basic_header(creds) if creds is not None and creds.username else None
+        if challenge.scheme != "bearer":
+            return None
+        key = scope_key(scopes)
+        token = self._tokens.get(key)
+        if token is None:
+            with self._lock:
+                key_lock = self._token_locks.setdefault(key, threading.Lock())
+            with key_lock:  # one token request per scope set, however many threads want it
+                token = self._tokens.get(key) or self._fetch_token(challenge, key)
+        return "Bearer " + token
+
+    def _fetch_token(self, challenge: Challenge, key: tuple[str, ...]) -> str:
+        creds = self._credentials_for_host()
+        request = token_request(challenge, key, creds)
+        headers = {"Authorization": request.authorization} if request.authorization else {}
+        content: bytes | None = None
+        target = request.url
+        if request.params:  # built by hand: `scope` may repeat
+            target += ("&" if "?" in target else "?") + urllib.parse.urlencode(request.params)
+        if request.form:
+            content = urllib.parse.urlencode(request.form).encode("ascii")
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        response = self._send(request.method, target, headers=headers, content=content, auth=False,
+                              follow=True)
+        if response.status_code in (401, 403):
+            raise self._denied(key, f"token server: {error_detail(response)}")
+        if response.status_code != 200:
+            raise RegistryError(f"token server of registry {self.host} failed: {error_detail(response)}")
+        token = parse_token_response(response.content)
+        self._tokens.put(key, token)
+        return token.value
+
+    def _send(self, method: str, target: str, *, scopes: Sequence[str] = (),
+              headers: dict[str, str] | None = None, content: bytes | Iterator[bytes] | None = None,
+              stream: bool = False, replay: bool = True, follow: bool = False,
+              auth: bool = True) -> httpx.Response:
+        """Send one request with auth, scheme fallback and retries; return any response but 401/403 (those
+        raise `Denied`) and, when retries run out, 429/5xx (those raise RegistryError).
+
+        `replay` False (a streamed body) raises `Retriable` instead of retrying, so the caller starts over.
+        The response is read unless `stream`; then the caller closes it."""
+        budget = self._budget()
+        reauthed = False
+        while True:
+            url = self._url(target)
+            sent = dict(headers or {})
+            if auth and self._same_origin(url):
+                authorization = self._authorization(scopes)
+                if authorization:
+                    sent["Authorization"] = authorization
+            try:
+                request = self._http.build_request(method, url, headers=sent, content=content)
+                response = self._http.send(request, stream=stream, follow_redirects=follow)
+            except httpx.TransportError as exc:
+                if self._fall_back(url, exc):
+                    continue
+                if isinstance(exc, httpx.LocalProtocolError) or is_dns_failure(exc):
+                    raise self._transport_error(exc) from exc
+                if not replay:
+                    raise self._transport_error(exc, retriable=True) from exc
+                budget.wait(None, self._transport_error(exc))
+                continue
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise RegistryError(f"request to registry {self.host} failed: {reason(exc)}") from exc
+            self._settle(url)
+            status = response.status_code
+            if auth and status == 401:
+                detail = error_detail(response)
+                response.close()
+                challenge = self._learn(response)
+                # Sending the same Basic credentials again would not help.
+                sent_basic = sent.get("Authorization", "").startswith("Basic ")
+                if reauthed or challenge is None or challenge.scheme not in ("basic", "bearer") or (
+                        challenge.scheme == "basic" and sent_basic):
+                    raise self._denied(scopes, detail)
+                reauthed = True
+                if challenge.scheme == "bearer":
+                    used = sent.get("Authorization", "")
+                    if used.startswith("Bearer "):  # refused: fetch another (not one another thread just got)
+                        self._tokens.drop(scope_key(scopes), used[len("Bearer "):])
+                elif (creds := self._credentials_for_host()) is None or not creds.username:
+                    raise self._denied(scopes, detail)
+                if not replay:
+                    raise Retriable(f"access to registry {self.host} needs a new authentication")
+                continue
+            if auth and status == 403:
+                detail = error_detail(response)
+                response.close()
+                raise self._denied(scopes, detail)
+            if status == 429 or status >= 500:
+                detail = error_detail(response)
+                response.close()
+                retry_after = retry_after_seconds(response)
+                message = f"registry {self.host} failed {method} {httpx.URL(url).path}: {detail}"
+                if status == 429:
+                    message = f"registry {self.host} is rate-limiting requests: {detail}"
+                if not replay:
+                    raise Retriable(message, retry_after)
+                budget.wait(retry_after, RegistryError(message))
+                continue
+            return response
+
+    def _get_small(self, target: str, scopes: Sequence[str], headers: dict[str, str], limit: int,
+                   what: str, method: str = "GET") -> tuple[httpx.Response, bytes]:
+        """GET a small document whole (retried when the body is cut off), at most `limit` bytes."""
+        budget = self._budget()
+        while True:
+            response = self._send(method, target, scopes=scopes, headers=headers, stream=True, follow=True)
+            try:
+                parts: list[bytes] = []
+                total = 0
+                for part in response.iter_bytes(READ_CHUNK):
+                    total += len(part)
+                    if total > limit:
+                        raise RegistryError(f"{what} is larger than {limit >> 20} MiB")
+                    parts.append(part)
+                return response, b"".join(parts)
+            except httpx.TransportError as exc:
+                budget.wait(None, self._transport_error(exc))
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc) from exc
+            finally:
+                response.close()
+
+    def _failure(self, what: str, response: httpx.Response, body: bytes | None = None) -> RegistryError:
+        return RegistryError(f"cannot {what}: {error_detail(response, body)}")
+
+    # --- the API -------------------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """GET /v2/: the registry answers (an auth challenge counts as an answer, and is remembered)."""
+        response = self._send("GET", "/v2/", auth=False)
+        if response.status_code == 401:
+            self._learn(response)
+            return
+        if response.status_code != 200:
+            raise RegistryError(f"{self.host} is not a registry: GET /v2/ answered {error_detail(response)}")
+
+    def check_login(self) -> None:
+        """Check this client's credentials against GET /v2/ (docker login's check); RegistryError
+        "login failed for HOST: ..." when the registry or its token server refuses them."""
+        response = self._send("GET", "/v2/", auth=False)
+        if response.status_code == 200:
+            return  # the registry needs no login; docker stores the credentials all the same
+        if response.status_code != 401:
+            raise RegistryError(f"{self.host} is not a registry: GET /v2/ answered {error_detail(response)}")
+        self._learn(response)
+        try:
+            response = self._send("GET", "/v2/")
+        except Denied as exc:
+            raise RegistryError(f"login failed for {self.host}: {exc.detail}") from None
+        if response.status_code != 200:
+            raise RegistryError(f"login failed for {self.host}: {error_detail(response)}")
+
+    def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, str]:
+        """(bytes, media type, digest) of a manifest or index by tag or digest, verified when by digest."""
+        ref = self._ref(repo, reference)
+        algorithm = self._check_digest(reference) if ":" in reference else "sha256"
+        response, data = self._get_small(f"/v2/{repo}/manifests/{reference}", (pull_scope(repo),),
+                                         {"Accept": ACCEPT_MANIFESTS}, MAX_MANIFEST, f"manifest {ref}")
+        if response.status_code == 404:
+            raise RegistryError(f"manifest unknown: {ref}")
+        if response.status_code != 200:
+            raise self._failure(f"get manifest {ref}", response, data)
+        digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+        if ":" in reference and digest != reference:
+            raise RegistryError(f"digest mismatch for manifest {ref}: got {digest}")
+        return data, manifest_media_type(response, data), digest
+
+    def head_manifest(self, repo: str, reference: str) -> tuple[str, str, int] | None:
+        """(digest, media type, size) of a manifest, None when the registry does not know it."""
+        if ":" in reference:
+            self._check_digest(reference)
+        response = self._send("HEAD", f"/v2/{repo}/manifests/{reference}", scopes=(pull_scope(repo),),
+                              headers={"Accept": ACCEPT_MANIFESTS}, follow=True)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._failure(f"check manifest {self._ref(repo, reference)}", response, b"")
+        digest = response.headers.get("Docker-Content-Digest", "")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        length = response.headers.get("Content-Length", "")
+        if DIGEST_RE.fullmatch(digest) and media_type in MANIFEST_TYPES and length.isdigit():
+            return digest, media_type, int(length)
+        data, media_type, digest = self.get_manifest(repo, reference)  # a registry that says too little
+        return digest, media_type, len(data)
+
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str:
+        """Store a manifest or index under a tag (or its digest); return its digest."""
+        ref = self._ref(repo, reference)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if ":" in reference:
+            algorithm = self._check_digest(reference)
+            digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+            if digest != reference:
+                raise RegistryError(f"digest mismatch for manifest {ref}: its bytes hash to {digest}")
+        response = self._send("PUT", f"/v2/{repo}/manifests/{reference}", scopes=(push_scope(repo),),
+                              headers={"Content-Type": media_type}, content=data)
+        if response.status_code not in (200, 201, 202):
+            raise self._failure(f"push manifest {ref}", response)
+        return digest
+
+    def blob_size(self, repo: str, digest: str) -> int | None:
+        """The size of a blob in `repo` (HEAD), None when it is not there."""
+        self._check_digest(digest)
+        response = self._send("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=(pull_scope(repo),), follow=True)
+        if response.status_code == 404:
+            return None
+        length = response.headers.get("Content-Length", "")
+        if response.status_code != 200 or not length.isdigit():
+            raise self._failure(f"check blob {self._ref(repo, digest)}", response, b"")
+        return int(length)
+
+    def get_blob(self, repo: str, digest: str, out: Writable, *, size: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> int:
+        """Stream a blob into `out.write`, verifying its digest (and `size`, when given); return its size.
+
+        A cut-off download resumes (see the module docstring). On any error the bytes written so far are
+        the caller's to discard. `progress` gets the number of bytes of each piece written to `out`."""
+        algorithm = self._check_digest(digest)
+        hasher = hashlib.new(algorithm)
+        received = 0
+        use_range = True
+        budget = self._budget()
+        while True:
+            headers = {"Accept-Encoding": "identity"}
+            if received and use_range:
+                headers["Range"] = f"bytes={received}-"
+            response = self._send("GET", f"/v2/{repo}/blobs/{digest}", scopes=(pull_scope(repo),),
+                                  headers=headers, stream=True, follow=True)
+            try:
+                if response.status_code == 416 and received:
+                    use_range = False
+                    budget.wait(None, self._failure(f"resume blob {digest}", response))
+                    continue
+                skip = self._blob_start(repo, digest, response, received)
+                for chunk in response.iter_bytes():
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk, skip = chunk[skip:], 0
+                    if size is not None and received + len(chunk) > size:
+                        raise RegistryError(f"blob {digest} is larger than the expected {size} bytes")
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    received += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+                break
+            except httpx.TransportError as exc:
+                budget.wait(None, self._transport_error(exc))
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc) from exc
+            finally:
+                response.close()
+        if size is not None and received != size:
+            raise RegistryError(f"blob {digest} is {received} bytes, expected {size}")
+        got = f"{algorithm}:{hasher.hexdigest()}"
+        if got != digest:
+            raise RegistryError(f"digest mismatch for blob {digest}: got {got}")
+        return received
+
+    def _blob_start(self, repo: str, digest: str, response: httpx.Response, received: int) -> int:
+        """How many leading bytes of `response` were written already (so are skipped); raises on failure."""
+        status = response.status_code
+        if status == 404:
+            raise RegistryError(f"blob unknown: {self._ref(repo, digest)}")
+        if status == 200:
+            return received
+        if status == 206 and received:
+            match = re.match(r"bytes\s+(\d+)-", response.headers.get("Content-Range", ""))
+            start = int(match.group(1)) if match else -1
+            if 0 <= start <= received:
+                return received - start
+            raise RegistryError(f"cannot resume blob {digest}: registry answered an unasked range")
+        raise self._failure(f"get blob {self._ref(repo, digest)}", response)
+
+    def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Ask the registry to link blob `digest` of `from_repo` into `repo`; True when it did (201)."""
+        self._check_digest(digest)
+        query = urllib.parse.urlencode({"mount": digest, "from": from_repo})
+        scopes = (push_scope(repo), pull_scope(from_repo))
+        try:
+            response = self._send("POST", f"/v2/{repo}/blobs/uploads/?{query}", scopes=scopes)
+        except Denied:
+            return False  # no access to from_repo: the caller uploads instead
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202:  # the registry opened an upload instead: cancel it
+            location = response.headers.get("Location")
+            if location:
+                try:
+                    self._send("DELETE", str(response.url.join(location)), scopes=scopes, replay=False)
+                except RegistryError:
+                    pass
+            return False
+        raise self._failure(f"mount blob {digest} into {self.host}/{repo}", response)
+
+    def upload_blob(self, repo: str, digest: str, size: int, opener: Callable[[], BinaryIO], *,
+                    chunk_size: int = 16 << 20, progress: Callable[[int], None] | None = None) -> None:
+        """Upload the `size` bytes `opener()` reads as blob `digest`: one PUT when it fits in `chunk_size`,
+        else PATCH chunks. A failed attempt starts over with a new `opener()`. `progress` gets the size of
+        each piece sent (a restarted upload counts its bytes again)."""
+        self._check_digest(digest)
+        scopes = (push_scope(repo),)
+        budget = self._budget()
+        while True:
+            try:
+                location = self._start_upload(repo, scopes)
+                if size <= chunk_size:
+                    self._put_whole(location, digest, size, opener, scopes, progress)
+                else:
+                    self._put_chunks(location, digest, size, opener, max(1, chunk_size), scopes, progress)
+                return
+            except Retriable as exc:
+                budget.wait(exc.retry_after, RegistryError(exc.message))
+
+    def _start_upload(self, repo: str, scopes: Sequence[str]) -> str:
+        response = self._send("POST", f"/v2/{repo}/blobs/uploads/", scopes=scopes,
+                              headers={"Content-Length": "0"})
+        location = response.headers.get("Location")
+        if response.status_code != 202 or not location:
+            raise self._failure(f"start an upload to {self.host}/{repo}", response)
+        return str(response.url.join(location))
+
+    def _source(self, opener: Callable[[], BinaryIO], digest: str) -> BinaryIO:
+        try:
+            return opener()
+        except OSError as exc:
+            raise StoreError(f"cannot read blob {digest}: {exc.strerror or exc}") from exc
+
+    def _put_whole(self, location: str, digest: str, size: int, opener: Callable[[], BinaryIO],
+                   scopes: Sequence[str], progress: Callable[[int], None] | None) -> None:
+        def body() -> Iterator[bytes]:
+            with self._source(opener, digest) as source:
+                sent = 0
+                while sent < size:
+                    chunk = source.read(min(READ_CHUNK, size - sent))
+                    if not chunk:
+                        raise StoreError(f"blob {digest} ended after {sent} of {size} bytes")
+                    sent += len(chunk)
+                    yield chunk
+                    if progress is not None:
+                        progress(len(chunk))
+
+        url = str(httpx.URL(location).copy_merge_params({"digest": digest}))
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        response = self._send("PUT", url, scopes=scopes, headers=headers, content=body(), replay=False)
+        self._check_uploaded(digest, response)
+
+    def _put_chunks(self, location: str, digest: str, size: int, opener: Callable[[], BinaryIO],
+                    chunk_size: int, scopes: Sequence[str], progress: Callable[[int], None] | None) -> None:
+        url = location
+        with self._source(opener, digest) as source:
+            offset = 0
+            while offset < size:
+                chunk = read_exactly(source, min(chunk_size, size - offset))
+                if not chunk:
+                    raise StoreError(f"blob {digest} ended after {offset} of {size} bytes")
+                headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(chunk)),
+                           "Content-Range": f"{offset}-{offset + len(chunk) - 1}"}
+                response = self._send("PATCH", url, scopes=scopes, headers=headers, content=chunk,
+                                      replay=False)
+                location = response.headers.get("Location", "")
+                if response.status_code in (404, 416):
+                    detail = error_detail(response)
+                    raise Retriable(f"upload of blob {digest} to {self.host} was lost: {detail}")
+                if response.status_code != 202 or not location:
+                    raise self._failure(f"upload blob {digest} to {self.host}", response)
+                url = str(response.url.join(location))
+                offset += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        final = str(httpx.URL(url).copy_merge_params({"digest": digest}))
+        response = self._send("PUT", final, scopes=scopes, headers={"Content-Length": "0"}, content=b"",
+                              replay=False)
+        self._check_uploaded(digest, response)
+
+    def _check_uploaded(self, digest: str, response: httpx.Response) -> None:
+        if response.status_code == 404:
+            raise Retriable(f"upload of blob {digest} to {self.host} was lost: {error_detail(response)}")
+        if response.status_code not in (201, 204):
+            raise self._failure(f"upload blob {digest} to {self.host}", response)
+        stored = response.headers.get("Docker-Content-Digest")
+        if stored and stored != digest:
+            raise RegistryError(f"digest mismatch for blob {digest}: registry stored {stored}")
+
+    def list_tags(self, repo: str) -> list[str]:
+        """Every tag of `repo`, following `Link` pagination."""
+        tags: list[str] = []
+        target: str | None = f"/v2/{repo}/tags/list"
+        for _ in range(MAX_PAGES):
+            if target is None:
+                return tags
+            response, body = self._get_small(target, (pull_scope(repo),), {}, MAX_SMALL_BODY,
+                                             f"tag list of {repo}")
+            if response.status_code == 404:
+                raise RegistryError(f"repository unknown: {self.host}/{repo}")
+            if response.status_code != 200:
+                raise self._failure(f"list tags of {self.host}/{repo}", response, body)
+            try:
+                page = json.loads(body).get("tags") or []
+            except (ValueError, AttributeError) as exc:
+                raise RegistryError(f"invalid tag list from registry {self.host}: not a JSON object") from exc
+            tags.extend(str(tag) for tag in page)
+            link = LINK_RE.search(response.headers.get("Link", ""))
+            target = str(response.url.join(link.group(1))) if link else None
+        raise RegistryError(f"tag list of {self.host}/{repo} has more than {MAX_PAGES} pages")
+
+
+_clients: dict[str, RegistryClient] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(host: str) -> RegistryClient:
+    """The process's shared client for `host` (made on first use; safe from any thread)."""
+    with _clients_lock:
+        client = _clients.get(host)
+        if client is None:
+            client = _clients[host] = RegistryClient(host)
+        return client
+
+
+def close_clients() -> None:
+    """Close and forget every shared client (tests; a long-lived process that changed its config)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()

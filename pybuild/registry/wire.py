@@ -1,0 +1,176 @@
+"""Wire-level helpers of the registry client: media types, retry budgets, error texts, TLS settings.
+
+Who uses it: `client.RegistryClient` only (split from it to keep each module readable).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import BinaryIO, Final, Protocol
+
+import httpx
+
+from pybuild.errors import RegistryError
+from pybuild.image.spec import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
+
+__all__ = ["ACCEPT_MANIFESTS", "DIGEST_RE", "LINK_RE", "MANIFEST_TYPES", "READ_CHUNK", "Budget", "Denied",
+           "Retriable", "Writable", "error_detail", "is_dns_failure", "manifest_media_type", "read_exactly",
+           "reason", "retry_after_seconds", "ssl_context"]
+
+ACCEPT_MANIFESTS: Final = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST))
+MANIFEST_TYPES: Final = frozenset((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST))
+READ_CHUNK: Final = 1 << 20
+MAX_BACKOFF: Final = 10.0
+CERTS_DIR: Final = "/etc/docker/certs.d"
+DIGEST_RE: Final = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
+LINK_RE: Final = re.compile(r'<([^>]*)>\s*;[^,]*rel="?next"?')
+
+
+class Writable(Protocol):
+    """Where `get_blob` writes: anything with `write(bytes)` (a file, a BlobWriter, a hashing sink)."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+class Retriable(RegistryError):
+    """A failure that a new attempt may cure (raised where the request cannot simply be sent again)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Denied(RegistryError):
+    """The registry or its token server refused the credentials or the scopes."""
+
+    def __init__(self, message: str, detail: str, hint: str | None) -> None:
+        super().__init__(message, hint=hint)
+        self.detail = detail
+
+
+class Budget:
+    """The retries left for one operation and the time already spent waiting (see `RegistryClient`)."""
+
+    def __init__(self, retries: int, backoff: float, max_wait: float, sleep: Callable[[float], None]) -> None:
+        self.retries, self.backoff, self.max_wait, self.sleep = retries, backoff, max_wait, sleep
+        self.attempt = 0
+        self.waited = 0.0
+
+    def wait(self, retry_after: float | None, error: RegistryError) -> None:
+        """Sleep before the next attempt, or raise `error` when no attempt or time is left."""
+        backoff = min(self.backoff * 2 ** self.attempt, MAX_BACKOFF)
+        delay = backoff if retry_after is None else retry_after
+        if self.attempt >= self.retries or self.waited + delay > self.max_wait:
+            raise error
+        self.attempt += 1
+        self.waited += delay
+        if delay > 0:
+            self.sleep(delay)
+
+
+def reason(exc: BaseException) -> str:
+    """A one-line reason for a transport error (the innermost OS error when there is one)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__.lower()
+
+
+def is_dns_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        if isinstance(seen, socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "name or service not known" in str(exc).lower() or "nodename nor servname" in str(exc).lower()
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_detail(response: httpx.Response, body: bytes | None = None) -> str:
+    """What the registry said about a failed request: its error message, else the HTTP status."""
+    status = f"HTTP {response.status_code}"
+    if body is None:
+        try:
+            body = response.read() if response.request.method != "HEAD" else b""
+        except httpx.HTTPError:
+            body = b""
+    try:
+        errors = json.loads(body[:65536]).get("errors") or []
+        first = errors[0]
+        message = str(first.get("message") or first.get("code") or "").strip()
+        detail = first.get("detail")
+    except (ValueError, AttributeError, IndexError, KeyError, TypeError):
+        return f"{status} {response.reason_phrase.lower()}".strip()
+    if isinstance(detail, str) and detail and detail != message:
+        message += f": {detail}"
+    one_line = " ".join(message.split())
+    return f"{status}: {one_line}" if one_line else status
+
+
+def manifest_media_type(response: httpx.Response, data: bytes) -> str:
+    media_type: str = response.headers.get("Content-Type", "").split(";")[0].strip()
+    if media_type in MANIFEST_TYPES:
+        return media_type
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return media_type
+    declared = doc.get("mediaType") if isinstance(doc, dict) else None
+    if isinstance(declared, str) and declared:
+        return declared
+    if isinstance(doc, dict) and "manifests" in doc:
+        return OCI_INDEX
+    return media_type or OCI_MANIFEST
+
+
+def ssl_context(host: str) -> ssl.SSLContext:
+    """System CAs (certifi when the system has none), plus docker's per-registry CAs and client certs."""
+    context = ssl.create_default_context()
+    paths = ssl.get_default_verify_paths()
+    if not (paths.cafile or (paths.capath and os.listdir(paths.capath))):
+        import certifi
+
+        context.load_verify_locations(certifi.where())
+    directory = os.path.join(CERTS_DIR, host)
+    try:
+        for ca in sorted(glob.glob(os.path.join(directory, "*.crt"))):
+            context.load_verify_locations(ca)
+        for cert in sorted(glob.glob(os.path.join(directory, "*.cert"))):
+            key = cert[: -len(".cert")] + ".key"
+            if os.path.exists(key):
+                context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise RegistryError(f"cannot load certificates from {directory}: {reason(exc)}") from exc
+    return context
+
+
+def read_exactly(source: BinaryIO, size: int) -> bytes:
+    parts: list[bytes] = []
+    left = size
+    while left > 0:
+        part = source.read(left)
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)

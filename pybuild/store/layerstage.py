@@ -1,0 +1,137 @@
+"""Staging one compressed layer into the store: stream it in, check it, commit it only when all is checked.
+
+Who uses it: `store/archive.py` (`pybuild load`) and `registry/pull.py` (`pybuild pull`, FROM). Both get a
+layer as a byte stream (an archive member, a registry download) with the descriptor the manifest gives and
+the diffID the config gives; `stage_layer` streams it into two uncommitted blob writers (the bytes as
+given, and the uncompressed tar) while hashing both, and checks the compression against the media type, the
+digest and size against the descriptor and the uncompressed digest against the diffID. What comes back is
+a `StagedLayer`: `commit()` names both blobs and records the `layers` and `compressed` rows (the blob taken
+as-is gets level `LOADED_LEVEL`), `abort()` (or the caller's ExitStack) throws the temps away. A caller
+stages every layer of an image first and commits them only once all of them passed, so a bad layer
+anywhere stores nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import IO, TYPE_CHECKING, Any, cast
+
+from pybuild.errors import StoreError
+from pybuild.image.spec import Descriptor, layer_compression, layer_media_type
+from pybuild.record import record
+
+if TYPE_CHECKING:
+    from pybuild.store.cas import BlobWriter
+    from pybuild.store.store import Store
+
+__all__ = ["StagedLayer", "layer_known", "stage_layer"]
+
+_CHUNK = 1 << 20
+
+
+@record
+class StagedLayer:
+    """A layer read and checked: `digest`/`size` of the bytes as given, their `compression`, the `diff_id`;
+    `commit()` stores it."""
+
+    digest: str
+    size: int
+    compression: str
+    diff_id: str
+    commit: Callable[[], None]
+
+
+def layer_known(store: Store, desc: Descriptor | None, diff_id: str) -> bool:
+    """True when the store holds both the blob `desc` names and its diffID blob, and knows they belong."""
+    return desc is not None and store.blobs.exists(desc.digest) and store.blobs.exists(diff_id) and (
+        desc.digest == diff_id or store.index.diff_id_of(desc.digest) == diff_id)
+
+
+def stage_layer(store: Store, raw: IO[bytes], desc: Descriptor | None, diff_id: str, stack: ExitStack, *,
+                where: str, name: str) -> StagedLayer:
+    """Stream the layer `raw` reads into writers held by `stack` and check it (see the module docstring).
+
+    `desc` None (a docker-archive layer) takes the compression from the magic bytes and checks no digest.
+    Errors are StoreErrors `"{where}: layer {name} ..."` (`where`: "cannot load x.tar", "cannot pull REF").
+    Callers skip layers the store has already (`layer_known`) before opening them.
+    """
+    from pybuild.store.compress import decompress_stream, detect_compression
+
+    head = raw.read(4)
+    compression = detect_compression(head)
+    if desc is not None and layer_compression(desc.media_type) != compression:
+        raise StoreError(f"{where}: layer {name} is {compression}, but its media type says {desc.media_type}")
+    packed = stack.enter_context(store.blobs.writer()) if compression != "uncompressed" else None
+    plain = stack.enter_context(store.blobs.writer())
+    tee = _Tee(head, raw, packed)
+    try:
+        unpacked = decompress_stream(cast(IO[bytes], tee), compression) if packed is not None else tee
+        plain_hash = hashlib.sha256()
+        while chunk := unpacked.read(_CHUNK):
+            plain_hash.update(chunk)
+            plain.write(chunk)
+        tee.drain()
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise StoreError(f"{where}: layer {name} is truncated ({exc})") from None
+    except StoreError as exc:
+        raise StoreError(f"{where}: layer {name}: {exc.message}") from None
+    digest = "sha256:" + tee.hash.hexdigest()
+    if desc is not None and (digest != desc.digest or tee.size != desc.size):
+        raise StoreError(f"{where}: digest mismatch for layer {name}: expected {desc.digest} ({desc.size} "
+                         f"bytes), got {digest} ({tee.size} bytes)")
+    if "sha256:" + plain_hash.hexdigest() != diff_id:
+        raise StoreError(f"{where}: layer {name} does not match its diffID {diff_id} "
+                         f"(content is sha256:{plain_hash.hexdigest()})")
+    return StagedLayer(digest, tee.size, compression, diff_id,
+                       lambda: _commit_layer(store, plain, packed, diff_id, digest, compression))
+
+
+def _commit_layer(store: Store, plain: BlobWriter, packed: BlobWriter | None, diff_id: str, digest: str,
+                  compression: str) -> None:
+    from pybuild.store.images import LOADED_LEVEL
+
+    _, size = plain.commit(diff_id)
+    store.index.record_blob(diff_id, size, layer_media_type("uncompressed"))
+    store.index.record_layer(diff_id, size)
+    if packed is not None:
+        _, packed_size = packed.commit(digest)
+        store.index.record_blob(digest, packed_size, layer_media_type(compression))
+        store.index.record_compressed(diff_id, compression, LOADED_LEVEL, digest, packed_size)
+
+
+class _Tee(io.RawIOBase):
+    """Reads `head` then `src`, hashing everything and copying it into `copy` (when not None)."""
+
+    def __init__(self, head: bytes, src: IO[bytes], copy: BlobWriter | None) -> None:
+        self.head, self.src, self.copy = head, src, copy
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            data, self.head = (self.head, b"") if size < 0 or size >= len(self.head) else \
+                (self.head[:size], self.head[size:])
+        else:
+            data = self.src.read(size if size >= 0 else _CHUNK)
+        self.hash.update(data)
+        self.size += len(data)
+        if self.copy is not None and data:
+            self.copy.write(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
