@@ -51,9 +51,11 @@ def add_build_parser(sub: Any) -> None:
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="steps run at once (default: the number of CPUs)")
     p.add_argument("--explain-cache", action="store_true", help="say why each step that ran missed the cache")
-    p.add_argument("--cache-from", action="append", default=[], metavar="type=local,src=DIR",
+    p.add_argument("--cache-from", action="append", default=[],
+                   metavar="type=local,src=DIR|type=registry,ref=REF",
                    help="import build cache")
-    p.add_argument("--cache-to", action="append", default=[], metavar="type=local,dest=DIR[,mode=min|max]",
+    p.add_argument("--cache-to", action="append", default=[],
+                   metavar="type=local,dest=DIR|type=registry,ref=REF[,mode=min|max]",
                    help="export build cache")
     p.add_argument("--runtime", default=os.environ.get("PYBUILD_RUNTIME", "runc"), choices=("runc", "crun"),
                    help="the OCI runtime for RUN steps (default runc)")

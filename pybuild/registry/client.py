@@ -200,9 +200,9 @@ class RegistryClient:
         if isinstance(exc, httpx.LocalProtocolError) or not url.startswith(f"https://{self.api_host}/"):
             return False
         with self._lock:
-            if not self.insecure or self._scheme is not None:
+            if not self.insecure or self._scheme == "https":
                 return False
-            self._scheme = "http"
+            self._scheme = "http"  # (another thread's failed attempt may have decided it already)
         return True
 
     def _settle(self, url: str) -> None:

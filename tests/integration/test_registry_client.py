@@ -86,6 +86,27 @@ def test_blobs_monolithic_and_verified_into_the_store(registry: RunningRegistry,
         assert store.read_bytes(digest) == data and sum(received) == len(data)
 
 
+def test_first_requests_from_many_threads_fall_back_to_http_without_retrying(registry: RunningRegistry) -> None:
+    # All threads' HTTPS attempts fail; the ones that lose the race to switch the scheme must switch too,
+    # not count as a transport error and sleep through a retry (that cost every parallel push 0.5 s).
+    client = RegistryClient(registry.host)
+    slept: list[float] = []
+    client.sleep = slept.append  # type: ignore[method-assign]
+    start = threading.Barrier(6)
+
+    def head() -> None:
+        start.wait()
+        assert client.blob_size("race/repo", "sha256:" + "0" * 64) is None
+
+    threads = [threading.Thread(target=head) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    client.close()
+    assert client.scheme == "http" and slept == []
+
+
 def test_chunked_upload(registry: RunningRegistry) -> None:
     with FaultProxy(registry.host) as proxy, client(proxy.host) as c:
         data, digest = blob("chunked", 10_500)
