@@ -95,6 +95,10 @@ class BlobWriter:
         self._size += len(data)
         return len(data)
 
+    def digest(self) -> str:
+        """The digest of the bytes written so far (the name `commit` will give the blob)."""
+        return "sha256:" + self._hash.hexdigest()
+
     def commit(self, expected_digest: str | None = None) -> tuple[str, int]:
         """Name the blob; StoreError (and nothing stored) if its digest is not `expected_digest`."""
         if self._done:

@@ -13,7 +13,6 @@ anywhere stores nothing.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import tarfile
 from collections.abc import Callable
@@ -70,22 +69,21 @@ def stage_layer(store: Store, raw: IO[bytes], desc: Descriptor | None, diff_id: 
     tee = _Tee(head, raw, packed)
     try:
         unpacked = decompress_stream(cast(IO[bytes], tee), compression) if packed is not None else tee
-        plain_hash = hashlib.sha256()
         while chunk := unpacked.read(_CHUNK):
-            plain_hash.update(chunk)
             plain.write(chunk)
         tee.drain()
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise StoreError(f"{where}: layer {name} is truncated ({exc})") from None
     except StoreError as exc:
         raise StoreError(f"{where}: layer {name}: {exc.message}") from None
-    digest = "sha256:" + tee.hash.hexdigest()
+    # the writers hash what they write: each byte is hashed once (the compressed copy's or the plain's)
+    digest = packed.digest() if packed is not None else plain.digest()
     if desc is not None and (digest != desc.digest or tee.size != desc.size):
         raise StoreError(f"{where}: digest mismatch for layer {name}: expected {desc.digest} ({desc.size} "
                          f"bytes), got {digest} ({tee.size} bytes)")
-    if "sha256:" + plain_hash.hexdigest() != diff_id:
+    if plain.digest() != diff_id:
         raise StoreError(f"{where}: layer {name} does not match its diffID {diff_id} "
-                         f"(content is sha256:{plain_hash.hexdigest()})")
+                         f"(content is {plain.digest()})")
     return StagedLayer(digest, tee.size, compression, diff_id,
                        lambda: _commit_layer(store, plain, packed, diff_id, digest, compression))
 
@@ -104,11 +102,10 @@ def _commit_layer(store: Store, plain: BlobWriter, packed: BlobWriter | None, di
 
 
 class _Tee(io.RawIOBase):
-    """Reads `head` then `src`, hashing everything and copying it into `copy` (when not None)."""
+    """Reads `head` then `src`, counting the bytes and copying them into `copy` (when not None)."""
 
     def __init__(self, head: bytes, src: IO[bytes], copy: BlobWriter | None) -> None:
         self.head, self.src, self.copy = head, src, copy
-        self.hash = hashlib.sha256()
         self.size = 0
 
     def readable(self) -> bool:
@@ -120,7 +117,6 @@ class _Tee(io.RawIOBase):
                 (self.head[:size], self.head[size:])
         else:
             data = self.src.read(size if size >= 0 else _CHUNK)
-        self.hash.update(data)
         self.size += len(data)
         if self.copy is not None and data:
             self.copy.write(data)
