@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,27 +132,32 @@ def make_rootfs(root: Path) -> None:
     (root / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
 
 
-class Tool:
+class Tool(ABC):
     """One builder: how to give it the base image, empty its cache and build."""
 
     name = ""
 
+    @abstractmethod
     def available(self) -> str | None:
         """None when usable, else why not."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def import_base(self, rootfs_tar: Path) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def reset(self) -> None:
         """Forget every cached step (the base image stays)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def build(self, dockerfile: Path, context: Path, tag: str, cold: bool) -> Timed:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def image_id(self, tag: str) -> str:
-        raise NotImplementedError
+        ...
 
     def cleanup(self) -> None:
         pass

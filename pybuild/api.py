@@ -117,7 +117,7 @@ class _Build:
 
         request = self.request
         outputs = [parse_output(spec) for spec in request.outputs]
-        _check_unbuilt(request)
+        _check_cache_specs(request)
         _check_push(request)
         platform = _platform(request.platform)
         epoch = _epoch(request)
@@ -132,7 +132,7 @@ class _Build:
             for warning in plan.warnings:
                 self.warn(warning)
             runner, results = self._solve(store, ctx, memo, data, name, epoch)
-            image = self._commit(store, plan, results, epoch)
+            image = self._commit(store, runner.cache, plan, results, epoch)
             for spec in outputs:
                 self.note(f"exporting to {spec.type}" + (f" {spec.dest}" if spec.dest else "")
                           + (" and pushing " + ", ".join(spec.names) if spec.push else ""))
@@ -233,13 +233,12 @@ class _Build:
             self.note(f"exporting cache to {spec.path} ({len(entries)} steps, mode={spec.mode})")
             export_cache(store, spec, entries)
 
-    def _commit(self, store: Any, plan: Any, results: Any, epoch: int | None) -> Any:
-        from pybuild.cache.index import CacheIndex, CacheResult
+    def _commit(self, store: Any, cache: Any, plan: Any, results: Any, epoch: int | None) -> Any:
+        from pybuild.cache.index import CacheResult
         from pybuild.cache.keys import CacheKeyInput, cache_key
         from pybuild.store.images import read_image, tag_image
 
         self.note("exporting to image")
-        cache = CacheIndex(store)
         item = CacheKeyInput("image", {"image": plan.image.to_dict()},
                              tuple(results[d].key for d in (*plan.layers, plan.target)))
         key = cache_key(item)
@@ -272,8 +271,8 @@ class _Build:
         return image
 
 
-def _check_unbuilt(request: BuildRequest) -> None:
-    """Flags this version does not implement: a clear error, never a silent no-op."""
+def _check_cache_specs(request: BuildRequest) -> None:
+    """Bad `--cache-from`/`--cache-to` values fail before anything is built (a one-line ConfigError)."""
     if request.cache_from or request.cache_to:
         from pybuild.cache.transfer import parse_cache_from, parse_cache_to
 

@@ -31,13 +31,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pybuild.cache.index import CacheIndex, CacheResult
-from pybuild.cache.keys import CacheKeyInput, cache_key, describe
+from pybuild.cache.keys import CacheKeyInput, cache_key, describe, select_build_args
 from pybuild.context.context import BuildContext
 from pybuild.errors import StoreError, UserError
 from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, ImageSourceOp, Op, ScratchOp, op_inputs
 from pybuild.progress import Event, StepDone, StepStarted
 from pybuild.record import record, replace
-from pybuild.solve.scheduler import Step
+from pybuild.solve.scheduler import Step, needed
 from pybuild.store.images import StoredImage, resolve_image
 from pybuild.store.store import Store
 from pybuild.worker.types import StepResult
@@ -86,7 +86,7 @@ def key_input(op: Op, input_keys: tuple[str, ...], *, epoch: int | None = None,
     if isinstance(op, ExecOp):
         # the values of the build args the RUN sees (they are in its env too): for --explain-cache
         values = dict(entry.partition("=")[::2] for entry in op.env)
-        definition["build_args"] = {name: values.get(name, "") for name in op.build_args}
+        definition["build_args"] = select_build_args(values, op.build_args)
     if epoch is not None and isinstance(op, ExecOp | FileOp):
         definition["source_date_epoch"] = epoch
     if extra:
@@ -94,22 +94,6 @@ def key_input(op: Op, input_keys: tuple[str, ...], *, epoch: int | None = None,
     span = op.spans[0] if op.spans else None
     step_id = f"{op.kind}:{span.file}:{span.line}" if span is not None else f"{op.kind}:{op.digest}"
     return CacheKeyInput(op.kind, definition, input_keys, content, step_id)
-
-
-def _needed(ops: Mapping[str, Op], target: str) -> list[str]:
-    """The digests `target` depends on (itself included), inputs first."""
-    order: list[str] = []
-    seen: set[str] = set()
-    stack: list[tuple[str, bool]] = [(target, False)]
-    while stack:
-        digest, done = stack.pop()
-        if done:
-            order.append(digest)
-        elif digest not in seen:
-            seen.add(digest)
-            stack.append((digest, True))
-            stack.extend((source, False) for source in reversed(op_inputs(ops[digest])) if source not in seen)
-    return order
 
 
 def _resolve(store: Store, op: ImageSourceOp) -> StoredImage:
@@ -208,7 +192,7 @@ class StepRunner:
         cancel = threading.Event()
         self._probing = True
         try:
-            for digest in _needed(ops, target):
+            for digest in needed(ops, target)[0]:
                 op = ops[digest]
                 span = op.spans[0] if op.spans else None
                 start = time.monotonic()

@@ -52,14 +52,14 @@ build (`api`, `steps.StepRunner`) turns both into a warning and goes on without 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import tempfile
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 from pybuild.digest import canonical_json, digest_hex, sha256_digest, validate_digest
 from pybuild.errors import ConfigError, InternalError, StoreError
@@ -69,14 +69,12 @@ from pybuild.image.spec import (
     Descriptor,
     Index,
     Manifest,
-    layer_compression,
     layer_media_type,
 )
 from pybuild.record import record
 from pybuild.store.cas import BlobStore, fsync_dir
 
 if TYPE_CHECKING:
-    from pybuild.store.cas import BlobWriter
     from pybuild.store.store import Store
 
 __all__ = ["CONFIG_MEDIA_TYPE", "DOC_LIMIT", "CacheEntry", "CacheExport", "CacheSpec", "ImportedCache",
@@ -88,7 +86,6 @@ CACHE_VERSION: Final = 1
 MODES: Final = ("min", "max")
 _OCI_LAYOUT: Final = canonical_json({"imageLayoutVersion": "1.0.0"})
 DOC_LIMIT: Final = 64 << 20  # index.json, the manifest and the config (about 200 bytes per entry)
-_CHUNK: Final = 1 << 20
 
 # BuildKit's keys (docs.docker.com/build/cache/backends/{local,registry}), per cache type: those taken, those
 # whose only value here is BuildKit's default (other values are refused), and those not available.
@@ -294,7 +291,8 @@ def _copy_out(store: Store, layout: BlobStore, digest: str, size: int) -> None:
     """Copy blob `digest` from the store into the layout (verified on the way) unless it is there already."""
     if layout.exists(digest):
         if layout.size(digest) != size:  # never rewritten, so say so rather than export a broken cache
-            raise StoreError(f"cache blob {layout.path(digest)} has the wrong size; remove the cache directory")
+            raise StoreError(f"cache blob {layout.path(digest)} has the wrong size; "
+                             "remove the cache directory")
         return
     with store.blobs.open(digest, verify=True) as src:
         layout.put_file(src, expected=digest)
@@ -341,7 +339,7 @@ class CacheEntry:
     layer: Descriptor
 
 
-class ImportedCache:
+class ImportedCache(ABC):
     """What every `--cache-from` source shares: the entries, read once (lazily, on the first `fetch`), and
     the verified, single-flight copy of a layer into the store. Thread-safe.
 
@@ -374,11 +372,13 @@ class ImportedCache:
         """The cache keys the cache holds (reads its index if not done yet)."""
         return frozenset(self._load())
 
+    @abstractmethod
     def _read_entries(self) -> dict[str, CacheEntry]:
-        raise NotImplementedError
+        """The cache's entries by key (its index, read once)."""
 
+    @abstractmethod
     def _open_layer(self, entry: CacheEntry, store: Store) -> BinaryIO:
-        raise NotImplementedError
+        """A readable stream of `entry`'s layer blob (`fetch` checks what it reads)."""
 
     def _load(self) -> dict[str, CacheEntry]:
         with self._lock:
@@ -495,9 +495,11 @@ def _parse_config(data: bytes, manifest: Manifest) -> dict[str, CacheEntry]:
         doc = json.loads(data)
     except ValueError as exc:
         raise StoreError(f"cache config is not JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("version") != CACHE_VERSION or not isinstance(doc.get("entries"), list):
+    listed = doc.get("entries") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or doc.get("version") != CACHE_VERSION or not isinstance(listed, list):
         version = doc.get("version") if isinstance(doc, dict) else None
-        raise StoreError(f"unsupported cache config (version {version!r}, this pybuild reads {CACHE_VERSION})")
+        raise StoreError(f"unsupported cache config (version {version!r}, "
+                         f"this pybuild reads {CACHE_VERSION})")
     layers = {layer.digest: layer for layer in manifest.layers}
     entries: dict[str, CacheEntry] = {}
     for item in doc["entries"]:
@@ -520,85 +522,14 @@ def _blob_path(root: str, digest: str) -> str:
 
 
 def _copy_in(where: str, entry: CacheEntry, store: Store, open_layer: Callable[[], BinaryIO]) -> None:
-    """Copy the layer of `entry` (read from `open_layer()`) into `store`: as given and decompressed, every
-    digest checked before anything is committed; then record the blobs, the layer and its compressed form."""
-    from pybuild.store.images import LOADED_LEVEL
+    """Copy the layer of `entry` (read from `open_layer()`) into `store`: as given and decompressed, its
+    digest, size and diffID checked before anything is committed (`store.layerstage`, as a load does)."""
+    from pybuild.store.layerstage import stage_layer
 
-    desc = entry.layer
     try:
-        compression = layer_compression(desc.media_type)
-    except StoreError as exc:
-        raise StoreError(f"corrupt cache at {where}: {exc.message}") from None
-    with open_layer() as src, ExitStack() as stack:
-        plain = stack.enter_context(store.blobs.writer())
-        packed = stack.enter_context(store.blobs.writer()) if compression != "uncompressed" else None
-        size, packed_size = _stream(where, entry, src, compression, plain, packed)
-        _, size = _commit(where, entry, plain, entry.diff_id)
-        store.index.record_blob(entry.diff_id, size, layer_media_type("uncompressed"))
-        store.index.record_layer(entry.diff_id, size)
-        if packed is not None:
-            _commit(where, entry, packed, desc.digest)
-            store.index.record_blob(desc.digest, packed_size, desc.media_type)
-            store.index.record_compressed(entry.diff_id, compression, LOADED_LEVEL, desc.digest, packed_size)
-
-
-def _stream(where: str, entry: CacheEntry, src: BinaryIO, compression: str, plain: BlobWriter,
-            packed: BlobWriter | None) -> tuple[int, int]:
-    """Read the cache's layer blob into `packed` and its decompressed bytes into `plain` (uncommitted);
-    StoreError unless the blob matches its descriptor. Returns (uncompressed size, blob size)."""
-    from pybuild.store.compress import decompress_stream
-
-    desc = entry.layer
-    tee = _Tee(src, packed)
-    try:
-        raw = cast(IO[bytes], tee)
-        unpacked = decompress_stream(raw, compression) if packed is not None else raw
-        while chunk := unpacked.read(_CHUNK):
-            plain.write(chunk)
-        tee.drain()
-    except StoreError as exc:
-        raise StoreError(f"corrupt cache at {where}: layer {desc.digest} of {entry.key}: {exc.message}") from None
+        with open_layer() as src, ExitStack() as stack:
+            where_text, name = f"corrupt cache at {where}", f"{entry.layer.digest} of {entry.key}"
+            stage_layer(store, src, entry.layer, entry.diff_id, stack, where=where_text, name=name).commit()
     except OSError as exc:
-        raise StoreError(f"cannot read the cache at {where}: layer {desc.digest}: {exc.strerror or exc}") from None
-    actual = "sha256:" + tee.hash.hexdigest()
-    if actual != desc.digest or tee.size != desc.size:
-        raise StoreError(f"corrupt cache at {where}: layer {desc.digest} ({desc.size} bytes) of {entry.key} "
-                         f"has content {actual} ({tee.size} bytes)")
-    return plain.size, tee.size
-
-
-def _commit(where: str, entry: CacheEntry, writer: BlobWriter, digest: str) -> tuple[str, int]:
-    try:
-        result = writer.commit(digest)
-    except StoreError as exc:
-        if "digest mismatch" not in exc.message:
-            raise
-        raise StoreError(f"corrupt cache at {where}: layer {entry.layer.digest} of {entry.key} does not "
-                         f"match its diffID {entry.diff_id}") from None
-    return result
-
-
-class _Tee:
-    """Reads `src`, hashing what passes (the blob's digest is checked before any writer commits) and
-    copying it into `copy` when given."""
-
-    def __init__(self, src: BinaryIO, copy: BlobWriter | None) -> None:
-        self.src = src
-        self.copy = copy
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.src.read(size)
-        self.hash.update(data)
-        self.size += len(data)
-        if self.copy is not None and data:
-            self.copy.write(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def drain(self) -> None:
-        while self.read(_CHUNK):
-            pass
+        raise StoreError(f"cannot read the cache at {where}: layer {entry.layer.digest}: "
+                         f"{exc.strerror or exc}") from None

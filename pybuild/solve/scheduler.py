@@ -109,6 +109,33 @@ def default_span(op: Any) -> Span | None:
     return spans[0] if spans else None
 
 
+def needed(ops: Mapping[str, Any], target: str, inputs_of: Callable[[Any], Iterable[str]] = op_inputs,
+           ) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+    """The digests `target` depends on (itself included), inputs first, and each one's distinct inputs;
+    InternalError on an op missing from `ops` or a cycle."""
+    order: list[str] = []
+    inputs: dict[str, tuple[str, ...]] = {}
+    state: dict[str, bool] = {}  # False while on the DFS stack, True when finished
+    stack: list[tuple[str, bool]] = [(target, False)]
+    while stack:
+        digest, expanded = stack.pop()
+        if expanded:
+            state[digest] = True
+            order.append(digest)
+            continue
+        if digest in state:
+            if not state[digest]:
+                raise InternalError(f"solve: the plan has a cycle through {digest}")
+            continue
+        if digest not in ops:
+            raise InternalError(f"solve: op {digest} is not in the plan")
+        state[digest] = False
+        inputs[digest] = tuple(dict.fromkeys(inputs_of(ops[digest])))
+        stack.append((digest, True))
+        stack.extend((source, False) for source in reversed(inputs[digest]) if state.get(source) is not True)
+    return order, inputs
+
+
 def solve(
     plan: PlanLike,
     run_op: RunOp[R],
@@ -161,38 +188,13 @@ class Scheduler(Generic[R]):
         self._done: queue.SimpleQueue[str] = queue.SimpleQueue()  # keys whose flight finished
         self._running: set[str] = set()  # keys in flight
         self._results: dict[str, R] = {}
-        self._inputs: dict[str, tuple[str, ...]] = {}
-        self._order = self._needed(plan.target, inputs_of)
+        self._order, self._inputs = needed(plan.ops, plan.target, inputs_of)
         self._pending = {d: len(self._inputs[d]) for d in self._order}
         self._users: dict[str, list[str]] = {d: [] for d in self._order}
         for digest in self._order:
             for source in self._inputs[digest]:
                 self._users[source].append(digest)
         self._ready = deque(d for d in self._order if not self._pending[d])
-
-    def _needed(self, target: str, inputs_of: Callable[[Any], Iterable[str]]) -> list[str]:
-        """The digests `target` depends on (itself included), inputs first; rejects missing ops and cycles."""
-        order: list[str] = []
-        state: dict[str, bool] = {}  # False while on the DFS stack, True when finished
-        stack: list[tuple[str, bool]] = [(target, False)]
-        while stack:
-            digest, expanded = stack.pop()
-            if expanded:
-                state[digest] = True
-                order.append(digest)
-                continue
-            if digest in state:
-                if not state[digest]:
-                    raise InternalError(f"solve: the plan has a cycle through {digest}")
-                continue
-            if digest not in self._ops:
-                raise InternalError(f"solve: op {digest} is not in the plan")
-            state[digest] = False
-            self._inputs[digest] = tuple(dict.fromkeys(inputs_of(self._ops[digest])))
-            stack.append((digest, True))
-            stack.extend((source, False) for source in reversed(self._inputs[digest])
-                         if state.get(source) is not True)
-        return order
 
     def run(self) -> dict[str, R]:
         """Run the solve; see `solve()`."""
