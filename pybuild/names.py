@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from pybuild.plan.ops import ContextSourceOp, ImageSourceOp, Op
+from pybuild.plan.ops import ContextSourceOp, ImageSourceOp, Op, Plan
 
 if TYPE_CHECKING:  # a memoised rebuild calls `stage_ops` without loading the frontend
     from pybuild.dockerfile.ast import ParseResult
@@ -63,17 +63,15 @@ def step_name(op: Op, stages: Stages, source: ParseResult) -> str:
     return f"[{_label(stage)} {position}/{len(lines)}] {text}"
 
 
-def step_names(plan_ops: Mapping[str, Op] | object, stages: Stages, source: ParseResult) -> dict[str, str]:
-    """Digest → progress name for every op of a plan (`plan_ops`: a Plan or its `ops` mapping)."""
-    ops: Mapping[str, Op] = getattr(plan_ops, "ops", plan_ops)  # type: ignore[arg-type]
-    return {digest: step_name(op, stages, source) for digest, op in ops.items()}
+def step_names(plan: Plan, stages: Stages, source: ParseResult) -> dict[str, str]:
+    """Digest → progress name for every op of `plan`."""
+    return {digest: step_name(op, stages, source) for digest, op in plan.ops.items()}
 
 
-def stage_labels(plan_ops: Mapping[str, Op] | object, stages: Stages) -> dict[str, tuple[str, ...]]:
+def stage_labels(plan: Plan, stages: Stages) -> dict[str, tuple[str, ...]]:
     """Digest → the labels and indexes of the stages whose instructions made the op."""
-    ops: Mapping[str, Op] = getattr(plan_ops, "ops", plan_ops)  # type: ignore[arg-type]
     out: dict[str, tuple[str, ...]] = {}
-    for digest, op in ops.items():
+    for digest, op in plan.ops.items():
         found: list[str] = []
         for span in op.spans:
             stage = _stage_at(stages, span)

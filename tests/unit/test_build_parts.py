@@ -11,7 +11,8 @@ import pytest
 from pybuild.cache.keys import cache_key
 from pybuild.cli.buildcmd import build_args, labels
 from pybuild.cli.main import _with_command, build_parser
-from pybuild.dockerfile.instructions import to_stages
+from pybuild.dockerfile.ast import ParseResult
+from pybuild.dockerfile.instructions import Stages, to_stages
 from pybuild.dockerfile.parser import parse
 from pybuild.errors import ConfigError
 from pybuild.image.spec import Platform
@@ -33,7 +34,7 @@ COPY src/ ./
 """
 
 
-def planned(text: str = TEXT) -> tuple[Plan, object, object]:
+def planned(text: str = TEXT) -> tuple[Plan, Stages, ParseResult]:
     source = parse(text)
     stages = to_stages(source)
     plan = convert(stages, build_args={}, target=None, platform=PLATFORM, base_configs=lambda ref: None,
@@ -43,7 +44,7 @@ def planned(text: str = TEXT) -> tuple[Plan, object, object]:
 
 def test_step_names_follow_buildkit() -> None:
     plan, stages, source = planned()
-    names = sorted(step_names(plan, stages, source).values())  # type: ignore[arg-type]
+    names = sorted(step_names(plan, stages, source).values())
     assert names == ["[a 1/2] FROM busybox", "[a 2/2] RUN echo a > /a", "[internal] load build context: src/",
                      "[stage-1 2/4] WORKDIR /app", "[stage-1 3/4] COPY --from=a /a /a",
                      "[stage-1 4/4] COPY src/ ./"]
@@ -51,7 +52,7 @@ def test_step_names_follow_buildkit() -> None:
 
 def test_stage_membership_for_no_cache_filter() -> None:
     plan, stages, _ = planned()
-    membership = stage_labels(plan, stages)  # type: ignore[arg-type]
+    membership = stage_labels(plan, stages)
     in_a = stage_ops(membership, ["A"])
     assert {type(plan.ops[d]).__name__ for d in in_a} == {"ImageSourceOp", "ExecOp"}  # FROM busybox is shared
     in_last = stage_ops(membership, ["1"])
@@ -83,7 +84,7 @@ def test_context_content_is_the_key_not_the_patterns() -> None:
 
 def test_plan_memo_round_trip_and_key(tmp_path: Path) -> None:
     plan, stages, source = planned()
-    memo = PlanMemo(plan, step_names(plan, stages, source), stage_labels(plan, stages),  # type: ignore[arg-type]
+    memo = PlanMemo(plan, step_names(plan, stages, source), stage_labels(plan, stages),
                     (("busybox", "sha256:" + "0" * 64),))
     key = memo_key(TEXT.encode(), "Dockerfile", {}, None, "linux/amd64", {}, None)
     assert load_memo(str(tmp_path), key) is None
