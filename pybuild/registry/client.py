@@ -8,8 +8,8 @@ threads; a client is thread-safe (one `httpx.Client` with a connection pool, sta
 What it does:
 - Manifests by tag or digest (`Accept`: OCI manifest and index, Docker v2 manifest and manifest list),
   verified against the digest when fetched by digest; blobs streamed into the caller's writer and
-  verified; uploads as POST then one PUT (monolithic), or PATCH chunks then PUT for blobs larger than
-  `chunk_size`; cross-repository mounts (`?mount=&from=`: False when the registry opens an upload
+  verified; uploads as POST then one streamed PUT (monolithic), or PATCH chunks then PUT for blobs larger
+  than `chunk_size` (`wire.UPLOAD_CHUNK`; a chunk is streamed from the source, never held in memory); cross-repository mounts (`?mount=&from=`: False when the registry opens an upload
   instead, which is cancelled, or refuses access to the source); HEAD existence checks; tag lists
   (`Link` pagination).
 - Authentication (`auth.py`): a request answered 401 teaches the client the registry's challenge; Basic
@@ -75,6 +75,7 @@ from pybuild.registry.wire import (
     LINK_RE,
     MANIFEST_TYPES,
     READ_CHUNK,
+    UPLOAD_CHUNK,
     Budget,
     Denied,
     Retriable,
@@ -82,10 +83,10 @@ from pybuild.registry.wire import (
     error_detail,
     is_dns_failure,
     manifest_media_type,
-    read_exactly,
     reason,
     retry_after_seconds,
     ssl_context,
+    unverified_context,
 )
 
 __all__ = ["ACCEPT_MANIFESTS", "RegistryClient", "Writable", "client_for", "close_clients"]
@@ -129,7 +130,7 @@ class RegistryClient:
         self._token_locks: dict[tuple[str, ...], threading.Lock] = {}
         verify: ssl.SSLContext | bool = True
         if transport is None:
-            verify = False if self.insecure else ssl_context(self.api_host)
+            verify = unverified_context() if self.insecure else ssl_context(self.api_host)
         self._http = httpx.Client(
             transport=transport, verify=verify, follow_redirects=False,
             timeout=httpx.Timeout(60.0, connect=15.0, pool=None),
@@ -536,7 +537,7 @@ class RegistryClient:
         raise self._failure(f"mount blob {digest} into {self.host}/{repo}", response)
 
     def upload_blob(self, repo: str, digest: str, size: int, opener: Callable[[], BinaryIO], *,
-                    chunk_size: int = 16 << 20, progress: Callable[[int], None] | None = None) -> None:
+                    chunk_size: int = UPLOAD_CHUNK, progress: Callable[[int], None] | None = None) -> None:
         """Upload the `size` bytes `opener()` reads as blob `digest`: one PUT when it fits in `chunk_size`,
         else PATCH chunks. A failed attempt starts over with a new `opener()`. `progress` gets the size of
         each piece sent (a restarted upload counts its bytes again)."""
@@ -570,21 +571,11 @@ class RegistryClient:
 
     def _put_whole(self, location: str, digest: str, size: int, opener: Callable[[], BinaryIO],
                    scopes: Sequence[str], progress: Callable[[int], None] | None) -> None:
-        def body() -> Iterator[bytes]:
-            with self._source(opener, digest) as source:
-                sent = 0
-                while sent < size:
-                    chunk = source.read(min(READ_CHUNK, size - sent))
-                    if not chunk:
-                        raise StoreError(f"blob {digest} ended after {sent} of {size} bytes")
-                    sent += len(chunk)
-                    yield chunk
-                    if progress is not None:
-                        progress(len(chunk))
-
-        url = str(httpx.URL(location).copy_merge_params({"digest": digest}))
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        response = self._send("PUT", url, scopes=scopes, headers=headers, content=body(), replay=False)
+        with self._source(opener, digest) as source:
+            url = str(httpx.URL(location).copy_merge_params({"digest": digest}))
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+            response = self._send("PUT", url, scopes=scopes, headers=headers,
+                                  content=_stream(source, digest, 0, size, size, progress), replay=False)
         self._check_uploaded(digest, response)
 
     def _put_chunks(self, location: str, digest: str, size: int, opener: Callable[[], BinaryIO],
@@ -593,13 +584,11 @@ class RegistryClient:
         with self._source(opener, digest) as source:
             offset = 0
             while offset < size:
-                chunk = read_exactly(source, min(chunk_size, size - offset))
-                if not chunk:
-                    raise StoreError(f"blob {digest} ended after {offset} of {size} bytes")
-                headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(chunk)),
-                           "Content-Range": f"{offset}-{offset + len(chunk) - 1}"}
-                response = self._send("PATCH", url, scopes=scopes, headers=headers, content=chunk,
-                                      replay=False)
+                length = min(chunk_size, size - offset)
+                headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length),
+                           "Content-Range": f"{offset}-{offset + length - 1}"}
+                response = self._send("PATCH", url, scopes=scopes, headers=headers,
+                                      content=_stream(source, digest, offset, length, size, progress), replay=False)
                 location = response.headers.get("Location", "")
                 if response.status_code in (404, 416):
                     detail = error_detail(response)
@@ -607,9 +596,7 @@ class RegistryClient:
                 if response.status_code != 202 or not location:
                     raise self._failure(f"upload blob {digest} to {self.host}", response)
                 url = str(response.url.join(location))
-                offset += len(chunk)
-                if progress is not None:
-                    progress(len(chunk))
+                offset += length
         final = str(httpx.URL(url).copy_merge_params({"digest": digest}))
         response = self._send("PUT", final, scopes=scopes, headers={"Content-Length": "0"}, content=b"",
                               replay=False)
@@ -645,6 +632,20 @@ class RegistryClient:
             link = LINK_RE.search(response.headers.get("Link", ""))
             target = str(response.url.join(link.group(1))) if link else None
         raise RegistryError(f"tag list of {self.host}/{repo} has more than {MAX_PAGES} pages")
+
+
+def _stream(source: BinaryIO, digest: str, offset: int, length: int, total: int,
+            progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    """The next `length` bytes of `source` (a request body, read as it is sent; no chunk is held whole)."""
+    sent = 0
+    while sent < length:
+        piece = source.read(min(READ_CHUNK, length - sent))
+        if not piece:
+            raise StoreError(f"blob {digest} ended after {offset + sent} of {total} bytes")
+        sent += len(piece)
+        yield piece
+        if progress is not None:
+            progress(len(piece))
 
 
 _clients: dict[str, RegistryClient] = {}

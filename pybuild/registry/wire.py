@@ -21,13 +21,17 @@ import httpx
 from pybuild.errors import RegistryError
 from pybuild.image.spec import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 
-__all__ = ["ACCEPT_MANIFESTS", "DIGEST_RE", "LINK_RE", "MANIFEST_TYPES", "READ_CHUNK", "Budget", "Denied",
-           "Retriable", "Writable", "error_detail", "is_dns_failure", "manifest_media_type", "read_exactly",
+__all__ = ["ACCEPT_MANIFESTS", "DIGEST_RE", "LINK_RE", "MANIFEST_TYPES", "READ_CHUNK", "UPLOAD_CHUNK", "Budget", "Denied",
+           "Retriable", "Writable", "error_detail", "is_dns_failure", "manifest_media_type", "unverified_context",
            "reason", "retry_after_seconds", "ssl_context"]
 
 ACCEPT_MANIFESTS: Final = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST))
 MANIFEST_TYPES: Final = frozenset((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST))
 READ_CHUNK: Final = 1 << 20
+# Blobs up to this size go up as one streamed PUT, larger ones as PATCH chunks of this size. Each chunk is
+# a round trip the registry finishes (writes, hashes) before the next starts: 16 MiB chunks made a 93 MB
+# layer's push 1.5x slower than one PUT on a loopback docker-registry.
+UPLOAD_CHUNK: Final = 128 << 20
 MAX_BACKOFF: Final = 10.0
 CERTS_DIR: Final = "/etc/docker/certs.d"
 DIGEST_RE: Final = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
@@ -164,13 +168,10 @@ def ssl_context(host: str) -> ssl.SSLContext:
     return context
 
 
-def read_exactly(source: BinaryIO, size: int) -> bytes:
-    parts: list[bytes] = []
-    left = size
-    while left > 0:
-        part = source.read(left)
-        if not part:
-            break
-        parts.append(part)
-        left -= len(part)
-    return b"".join(parts)
+def unverified_context() -> ssl.SSLContext:
+    """TLS without certificate checks, for an insecure registry (docker's rule). Built directly: httpx's
+    own `verify=False` context costs ~18 ms of start-up, a third of a no-op push's client set-up."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
