@@ -14,7 +14,7 @@ import ssl
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
-from typing import BinaryIO, Final, Protocol
+from typing import Final, Protocol
 
 import httpx
 
