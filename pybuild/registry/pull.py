@@ -10,9 +10,11 @@ A pull, step by step:
    architecture after normalisation, the variant when one is asked for). None there is an error naming
    what there is: `no linux/s390x image in REF: available: linux/amd64, linux/arm64`.
 2. The config (from the store when it is there), checked against the manifest (`images.parse_config`).
-3. Only the layers the store lacks, at most `jobs` at a time. Each download is streamed through a pipe
-   into `stage_layer`, so decompressing and hashing the diffID run beside the download; the registry
-   client checks the digest too, and resumes a cut-off download without writing a byte twice.
+3. Only the layers the store lacks, at most `jobs` at a time. Each download goes straight into an
+   uncommitted blob (`layerstage.stage_download`): the registry client checks its digest and size, and
+   resumes a cut-off download without writing a byte twice. A layer is kept as the registry sent it; its
+   diffID is checked when it is first decompressed (`store/layerread.py`: unpacking it for a build,
+   exporting it), as containerd does, so a pull hashes each byte once and decompresses nothing.
 4. Once every layer is checked: the layer blobs are committed, then the config, the manifest and the
    `images` row; the tag is set last. Any failure before that stores nothing (uncommitted writers go).
 
@@ -28,7 +30,6 @@ blob that does not check out.
 from __future__ import annotations
 
 import io
-import os
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -233,32 +234,12 @@ class _Pull:
             return layer, own.pop_all()
 
     def _layer(self, desc: Descriptor, diff_id: str, stack: ExitStack) -> StagedLayer:
-        """One layer downloaded into a pipe (a thread) and staged from it (this thread)."""
-        from pybuild.store.layerstage import stage_layer
+        """One layer downloaded into an uncommitted blob (the client checks its digest and size)."""
+        from pybuild.store.layerstage import stage_download
 
-        read_fd, write_fd = os.pipe()
-        failures: list[BaseException] = []
-
-        def download() -> None:
-            try:
-                with open(write_fd, "wb") as out:
-                    self.client.get_blob(self.repo, desc.digest, out, size=desc.size)
-            except BaseException as exc:  # noqa: BLE001 - handed to the staging thread
-                failures.append(exc)
-
-        thread = threading.Thread(target=download, name=f"pull-{desc.digest[7:19]}", daemon=True)
-        thread.start()
-        try:
-            with open(read_fd, "rb") as raw:
-                layer = stage_layer(self.store, raw, desc, diff_id, stack, where=self.where, name=desc.digest)
-        except UserError:
-            thread.join()  # the read end is closed: the download stops at its next write
-            if failures and isinstance(failures[0], PybuildError):
-                raise failures[0] from None  # the registry's reason explains a short stream better
-            raise
-        thread.join()
-        if failures:
-            raise failures[0]
+        layer = stage_download(self.store, desc, diff_id, stack,
+                               lambda out: self.client.get_blob(self.repo, desc.digest, out, size=desc.size),
+                               where=self.where, name=desc.digest)
         self.say(f"{self.shown}: {desc.digest}: downloaded ({_size(desc.size)})")
         return layer
 

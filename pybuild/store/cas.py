@@ -53,11 +53,15 @@ class BlobWriter:
 
     `write()` streams bytes (hashed as they go), `commit()` names the blob and returns `(digest, size)`.
     Leaving the block without a commit, or with an exception, discards the temp file.
+
+    `hashed=False` is for a caller that checks the bytes itself as it writes them (the registry client
+    verifies every download): nothing is hashed here, and `commit` must be given the digest to name the
+    blob by.
     """
 
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: BlobStore, hashed: bool = True) -> None:
         self._store = store
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if hashed else None
         self._size = 0
         self._done = False
         self._path, self._file = self._create_locked_temp()
@@ -91,23 +95,32 @@ class BlobWriter:
         except OSError as exc:
             self.abort()
             raise self._store.translate(exc, "writing blob") from exc
-        self._hash.update(data)
+        if self._hash is not None:
+            self._hash.update(data)
         self._size += len(data)
         return len(data)
 
     def digest(self) -> str:
         """The digest of the bytes written so far (the name `commit` will give the blob)."""
+        if self._hash is None:
+            raise StoreError("digest() of a blob writer that does not hash")
         return "sha256:" + self._hash.hexdigest()
 
     def commit(self, expected_digest: str | None = None) -> tuple[str, int]:
         """Name the blob; StoreError (and nothing stored) if its digest is not `expected_digest`."""
         if self._done:
             raise StoreError("commit of a blob writer that is already committed or aborted")
-        digest = "sha256:" + self._hash.hexdigest()
-        if expected_digest is not None and expected_digest != digest:
+        if self._hash is None:
+            if expected_digest is None:
+                raise StoreError("commit of a blob writer that does not hash needs the digest")
             parse_digest(expected_digest)
-            self.abort()
-            raise StoreError(f"digest mismatch: expected {expected_digest}, content is {digest}")
+            digest = expected_digest  # the caller checked the bytes (see the class docstring)
+        else:
+            digest = "sha256:" + self._hash.hexdigest()
+            if expected_digest is not None and expected_digest != digest:
+                parse_digest(expected_digest)
+                self.abort()
+                raise StoreError(f"digest mismatch: expected {expected_digest}, content is {digest}")
         final = self._store.path(digest)
         if os.path.exists(final):
             self.abort()  # never rewrite a named blob
@@ -196,9 +209,9 @@ class BlobStore:
 
     # writing
 
-    def writer(self) -> BlobWriter:
-        """A new BlobWriter (use it as a context manager)."""
-        return BlobWriter(self)
+    def writer(self, hashed: bool = True) -> BlobWriter:
+        """A new BlobWriter (use it as a context manager); see BlobWriter for `hashed`."""
+        return BlobWriter(self, hashed)
 
     def put_bytes(self, data: bytes, expected: str | None = None) -> tuple[str, int]:
         """Store `data`; returns `(digest, size)`. Nothing is written when the blob exists already."""

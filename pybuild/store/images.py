@@ -294,7 +294,14 @@ def layer_blob(store: Store, diff_id: str, compression: str, level: int | None =
     `force`)."""
     from pybuild.store.compress import DEFAULT_LEVELS, compress
 
+    from pybuild.store.layerread import read_layer
+
     if compression == "uncompressed":
+        if not store.blobs.exists(diff_id):  # a pulled layer, kept compressed: write out its tar
+            with read_layer(store, diff_id) as src, store.blobs.writer() as writer:
+                shutil.copyfileobj(src, writer, _CHUNK)
+                writer.commit(diff_id)
+            store.index.record_blob(diff_id, store.blobs.size(diff_id), layer_media_type("uncompressed"))
         return diff_id, store.blobs.size(diff_id)
     wanted = DEFAULT_LEVELS[compression] if level is None else level
     levels = (wanted,) if level is not None or force else (wanted, LOADED_LEVEL)
@@ -303,7 +310,7 @@ def layer_blob(store: Store, diff_id: str, compression: str, level: int | None =
         if row is not None and store.blobs.exists(row.digest):
             store.index.touch(row.digest)
             return row.digest, row.size
-    with store.blobs.open(diff_id, verify=True) as src, store.blobs.writer() as writer:
+    with read_layer(store, diff_id) as src, store.blobs.writer() as writer:
         compress(src, writer, compression, wanted)
         digest, size = writer.commit()
     store.index.record_blob(digest, size, layer_media_type(compression))
@@ -499,9 +506,10 @@ def _spooled(path: str, spool: str) -> list[Any]:
 def apply_image(store: Store, image: StoredImage, dest: str) -> None:
     """Write the final filesystem of `image` into directory `dest` (its layers applied in order, safely)."""
     from pybuild.store.apply import apply_layer
+    from pybuild.store.layerread import read_layer
 
     for diff_id in image.diff_ids:
-        with store.blobs.open(diff_id, verify=True) as src:
+        with read_layer(store, diff_id) as src:
             apply_layer(src, dest)
 
 

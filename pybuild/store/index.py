@@ -139,11 +139,27 @@ class Index:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._wal(conn)
             conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         return conn
+
+    @staticmethod
+    def _wal(conn: sqlite3.Connection) -> None:
+        """Put the database in WAL mode. Switching skips the busy handler (SQLite answers "database is
+        locked" at once while another process opens or checkpoints it), so a busy switch is retried, and
+        a database already in WAL mode (every open but the first) is not switched at all."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
         text = str(exc)
@@ -277,6 +293,11 @@ class Index:
     def compressed_rows(self) -> list[CompressedRow]:
         return [CompressedRow(*r) for r in
                 self.query("SELECT diff_id, compression, level, digest, size FROM compressed")]
+
+    def forget_compressed(self, digest: str) -> None:
+        """Drop the rows saying blob `digest` is a compressed layer (it did not decompress to its diffID)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM compressed WHERE digest = ?", (digest,))
 
     def diff_id_of(self, digest: str) -> str | None:
         """The diffID whose compressed form is blob `digest`, if the index knows it."""

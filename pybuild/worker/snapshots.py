@@ -144,13 +144,10 @@ def unpack_layer(stream: IO[bytes], target: str) -> None:
 
 
 def open_layer(store: Store, diff_id: str) -> IO[bytes]:
-    """The layer `diff_id` from the store: its uncompressed blob, else any stored compressed form."""
-    if store.blobs.exists(diff_id):
-        return store.blobs.open(diff_id)
-    for row in store.index.compressed_rows():
-        if row.diff_id == diff_id and store.blobs.exists(row.digest):
-            return store.blobs.open(row.digest)
-    raise StoreError(f"layer not found in the store: {diff_id}")
+    """The layer `diff_id` from the store, its diffID checked as it is read (`store.layerread`)."""
+    from pybuild.store.layerread import read_layer
+
+    return read_layer(store, diff_id)
 
 
 class _Flock:

@@ -312,6 +312,41 @@ def test_a_bad_layer_among_parallel_downloads_stores_nothing(registry: RunningRe
     assert inspect(fresh, f"{registry.host}/layered:1")["layers"] == list(image.diff_ids)
 
 
+def test_a_config_lying_about_a_diff_id_fails_where_the_layer_is_first_unpacked(
+        registry: RunningRegistry, tmp_path: Path, tiny_tar: Path) -> None:
+    # a pull keeps layers as sent and checks diffIDs on first decompression (containerd's way), so the
+    # lie surfaces at the first use, as a one-line error, and the layer is dropped for the next pull
+    root = tiny_store(tmp_path, tiny_tar, "tiny:1")
+    with Store.open(root) as store:
+        pushed = push_image(store, resolve_image(store, "tiny:1"), f"{registry.host}/tiny:1")
+    client = RegistryClient(registry.host)
+    manifest = json.loads(client.get_manifest("tiny", pushed.digest)[0])
+    config = json.loads(client_blob(client, "tiny", manifest["config"]["digest"]))
+    config["rootfs"]["diff_ids"] = ["sha256:" + hashlib.sha256(b"not this layer").hexdigest()]
+    bad = json.dumps(config).encode()
+    digest = "sha256:" + hashlib.sha256(bad).hexdigest()
+    client.upload_blob("tiny", digest, len(bad), lambda: io.BytesIO(bad))
+    manifest["config"] = {**manifest["config"], "digest": digest, "size": len(bad)}
+    client.put_manifest("tiny", "lie", json.dumps(manifest).encode(), OCI_MANIFEST)
+    client.close()
+    fresh = str(tmp_path / "fresh")
+    assert cli(fresh, "pull", f"{registry.host}/tiny:lie").returncode == 0
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {registry.host}/tiny:lie\n")
+    error = fails(fresh, "build", "-o", f"type=tar,dest={tmp_path / 'out.tar'}", str(context))
+    assert "does not match its diffID" in error and config["rootfs"]["diff_ids"][0] in error, error
+    assert not (tmp_path / "out.tar").exists()
+    again = cli(fresh, "pull", f"{registry.host}/tiny:lie")
+    assert again.returncode == 0 and "1 layer(s) to download" in again.stderr + again.stdout
+
+
+def client_blob(client: RegistryClient, repo: str, digest: str) -> bytes:
+    out = io.BytesIO()
+    client.get_blob(repo, digest, out)
+    return out.getvalue()
+
+
 def test_malformed_config_is_refused(registry: RunningRegistry, tmp_path: Path, tiny_tar: Path) -> None:
     root = tiny_store(tmp_path, tiny_tar, "tiny:1")
     with Store.open(root) as store:
