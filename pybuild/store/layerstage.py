@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from pybuild.store.cas import BlobWriter
     from pybuild.store.store import Store
 
-__all__ = ["StagedLayer", "layer_known", "stage_download", "stage_layer", "DownloadSink"]
+__all__ = ["DownloadSink", "StagedLayer", "layer_known", "stage_download", "stage_layer"]
 
 _CHUNK = 1 << 20
 

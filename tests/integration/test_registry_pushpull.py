@@ -17,8 +17,9 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -312,53 +313,50 @@ def test_a_bad_layer_among_parallel_downloads_stores_nothing(registry: RunningRe
     assert inspect(fresh, f"{registry.host}/layered:1")["layers"] == list(image.diff_ids)
 
 
-def test_a_config_lying_about_a_diff_id_fails_where_the_layer_is_first_unpacked(
-        registry: RunningRegistry, tmp_path: Path, tiny_tar: Path) -> None:
-    # a pull keeps layers as sent and checks diffIDs on first decompression (containerd's way), so the
-    # lie surfaces at the first use, as a one-line error, and the layer is dropped for the next pull
+def tag_with_config(registry: RunningRegistry, tmp_path: Path, tiny_tar: Path, tag: str,
+                    edit: Callable[[dict[str, Any]], bytes]) -> None:
+    """Push tiny:1 and tag, as tiny:`tag`, its manifest with the config `edit(config)` returns."""
     root = tiny_store(tmp_path, tiny_tar, "tiny:1")
     with Store.open(root) as store:
         pushed = push_image(store, resolve_image(store, "tiny:1"), f"{registry.host}/tiny:1")
     client = RegistryClient(registry.host)
     manifest = json.loads(client.get_manifest("tiny", pushed.digest)[0])
-    config = json.loads(client_blob(client, "tiny", manifest["config"]["digest"]))
-    config["rootfs"]["diff_ids"] = ["sha256:" + hashlib.sha256(b"not this layer").hexdigest()]
-    bad = json.dumps(config).encode()
+    out = io.BytesIO()
+    client.get_blob("tiny", manifest["config"]["digest"], out)
+    bad = edit(json.loads(out.getvalue()))
     digest = "sha256:" + hashlib.sha256(bad).hexdigest()
     client.upload_blob("tiny", digest, len(bad), lambda: io.BytesIO(bad))
     manifest["config"] = {**manifest["config"], "digest": digest, "size": len(bad)}
-    client.put_manifest("tiny", "lie", json.dumps(manifest).encode(), OCI_MANIFEST)
+    client.put_manifest("tiny", tag, json.dumps(manifest).encode(), OCI_MANIFEST)
     client.close()
+
+
+def test_a_config_lying_about_a_diff_id_fails_where_the_layer_is_first_unpacked(
+        registry: RunningRegistry, tmp_path: Path, tiny_tar: Path) -> None:
+    # a pull keeps layers as sent and checks diffIDs on first decompression (containerd's way), so the
+    # lie surfaces at the first use, as a one-line error, and the layer is dropped for the next pull
+    lie = "sha256:" + hashlib.sha256(b"not this layer").hexdigest()
+
+    def edit(config: dict[str, Any]) -> bytes:
+        config["rootfs"]["diff_ids"] = [lie]
+        return json.dumps(config).encode()
+
+    tag_with_config(registry, tmp_path, tiny_tar, "lie", edit)
     fresh = str(tmp_path / "fresh")
     assert cli(fresh, "pull", f"{registry.host}/tiny:lie").returncode == 0
     context = tmp_path / "ctx"
     context.mkdir()
     (context / "Dockerfile").write_text(f"FROM {registry.host}/tiny:lie\n")
     error = fails(fresh, "build", "-o", f"type=tar,dest={tmp_path / 'out.tar'}", str(context))
-    assert "does not match its diffID" in error and config["rootfs"]["diff_ids"][0] in error, error
+    assert "does not match its diffID" in error and lie in error, error
     assert not (tmp_path / "out.tar").exists()
     again = cli(fresh, "pull", f"{registry.host}/tiny:lie")
     assert again.returncode == 0 and "1 layer(s) to download" in again.stderr + again.stdout
 
 
-def client_blob(client: RegistryClient, repo: str, digest: str) -> bytes:
-    out = io.BytesIO()
-    client.get_blob(repo, digest, out)
-    return out.getvalue()
-
-
 def test_malformed_config_is_refused(registry: RunningRegistry, tmp_path: Path, tiny_tar: Path) -> None:
-    root = tiny_store(tmp_path, tiny_tar, "tiny:1")
-    with Store.open(root) as store:
-        pushed = push_image(store, resolve_image(store, "tiny:1"), f"{registry.host}/tiny:1")
-    client = RegistryClient(registry.host)
-    manifest = json.loads(client.get_manifest("tiny", pushed.digest)[0])
     bad = b'{"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}'
-    digest = "sha256:" + hashlib.sha256(bad).hexdigest()
-    client.upload_blob("tiny", digest, len(bad), lambda: io.BytesIO(bad))
-    manifest["config"] = {**manifest["config"], "digest": digest, "size": len(bad)}
-    client.put_manifest("tiny", "bad", json.dumps(manifest).encode(), OCI_MANIFEST)
-    client.close()
+    tag_with_config(registry, tmp_path, tiny_tar, "bad", lambda _: bad)
     fresh = str(tmp_path / "fresh")
     error = fails(fresh, "pull", f"{registry.host}/tiny:bad")
     assert error.startswith(f"error: cannot pull {registry.host}/tiny:bad: invalid image") and "diff_ids" in error

@@ -71,9 +71,8 @@ def test_a_reader_stopped_early_still_checks_the_whole_layer(store: Store) -> No
     plain = layer_tar()
     other = layer_tar("other")
     _, lie = pulled(store, plain, diff_id=sha(other))
-    with pytest.raises(StoreError, match=f"layer {lie} does not match its diffID"):
-        with read_layer(store, lie) as reader:
-            assert reader.read(512)  # a tar reader stops at the end-of-archive blocks
+    with pytest.raises(StoreError, match=f"layer {lie} does not match its diffID"), read_layer(store, lie) as reader:
+        assert reader.read(512)  # a tar reader stops at the end-of-archive blocks
     assert not layer_present(store, lie)  # dropped: the next pull downloads it again
     with pytest.raises(StoreError, match="layer not found in the store"):
         read_layer(store, lie)
@@ -90,9 +89,8 @@ def test_a_lying_layer_fails_compression_for_an_export(store: Store) -> None:
 
 def test_an_error_inside_the_block_is_not_masked_by_the_check(store: Store) -> None:
     _, lie = pulled(store, layer_tar(), diff_id=sha(b"x"))
-    with pytest.raises(KeyError):
-        with read_layer(store, lie):
-            raise KeyError("the caller's own error")
+    with pytest.raises(KeyError), read_layer(store, lie):
+        raise KeyError("the caller's own error")
     assert layer_present(store, lie)  # nothing was read to the end, so nothing was judged
 
 
