@@ -39,6 +39,7 @@ from pybuild.progress import Event, StepDone, StepStarted
 from pybuild.record import record, replace
 from pybuild.solve.scheduler import Step, needed
 from pybuild.store.images import StoredImage, resolve_image
+from pybuild.store.layerread import layer_present
 from pybuild.store.store import Store
 from pybuild.worker.types import StepResult
 
@@ -283,7 +284,7 @@ class StepRunner:
         hit = self.cache.lookup(key, touch=not self._probing)
         if hit is None or hit.diff_id is None:
             return self._fetch(key, item)
-        if not self.store.blobs.exists(hit.diff_id):
+        if not layer_present(self.store, hit.diff_id):
             self.cache.remove(key)  # its layer is gone (the store was damaged): run the step again
             return None
         return hit.diff_id

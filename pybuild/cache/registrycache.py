@@ -18,9 +18,12 @@ blobs are content-addressed and never rewritten, so a reader sees one exporter's
 never a mix; the last PUT wins, as with BuildKit.
 
 Import is lazy: nothing is asked of the registry until the build misses its local cache; then the manifest
-and the config (a few hundred bytes per entry) are fetched once, and a layer blob only when a step's key
-hits. A blob is downloaded (the client checks its digest) into an unnamed temp file in the store's temp
-directory and copied in by the same verified code as a directory cache's (`ImportedCache.fetch`).
+and the config (a few hundred bytes per entry) are fetched once. A step whose key hits gets its layer as a
+remote blob (`store.remote`): the store records where the gzip blob is and that it is that layer's
+compressed form, and downloads it only when something reads it (a RUN on top of it unpacks it, an export
+writes it out); its diffID is checked then (`store.layerread`). So a fully cached build moves no layer
+bytes, and `--push` to the same registry mounts the layers from the cache repository (`BlobLocations`)
+instead of downloading and uploading them, as BuildKit's lazy refs do.
 
 A tag that does not exist is a ConfigError on the first fetch, which `steps.StepRunner` turns into a
 warning and builds without that cache (buildx: a missing cache is a warning), so the first run of
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import io
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -47,7 +49,8 @@ from pybuild.cache.transfer import (
 )
 from pybuild.errors import ConfigError, InternalError, StoreError
 from pybuild.image.reference import Reference, parse_reference
-from pybuild.image.spec import INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST, Descriptor
+from pybuild.image.spec import INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST, Descriptor, layer_compression
+from pybuild.store.remote import open_blob
 
 if TYPE_CHECKING:
     from pybuild.registry.client import RegistryClient
@@ -64,7 +67,7 @@ def export_registry_cache(store: Store, spec: CacheSpec, entries: Sequence[tuple
     registry = client if client is not None else _client_for(ref)
     docs = encode_cache(store, entries)
     for layer in docs.manifest.layers:
-        _push_blob(registry, ref.path, layer, functools.partial(store.blobs.open, layer.digest, verify=True))
+        _push_blob(registry, ref.path, layer, functools.partial(open_blob, store, layer.digest, verify=True))
     _push_blob(registry, ref.path, docs.manifest.config, functools.partial(io.BytesIO, docs.config))
     registry.put_manifest(ref.path, ref.tag_or_latest, docs.manifest.to_bytes(), OCI_MANIFEST)  # last
     return docs.entries
@@ -119,22 +122,27 @@ class RegistryCacheSource(ImportedCache):
         client.get_blob(self.ref.path, desc.digest, out, size=desc.size)
         return check_doc(desc, out.getvalue())
 
-    def _open_layer(self, entry: CacheEntry, store: Store) -> BinaryIO:
-        """The layer blob, downloaded into an unnamed temp file (nothing is left if the build is killed)."""
-        try:
-            tmp = tempfile.TemporaryFile(dir=store.blobs.tmp_dir)
-        except OSError as exc:
-            raise store.blobs.translate(exc, "creating a temp file") from None
-        try:
-            self._registry().get_blob(self.ref.path, entry.layer.digest, tmp, size=entry.layer.size)
-            tmp.seek(0)
-        except OSError as exc:
-            tmp.close()
-            raise store.blobs.translate(exc, "writing a downloaded cache layer") from None
-        except BaseException:
-            tmp.close()
-            raise
-        return tmp
+    def _bring(self, entry: CacheEntry, store: Store) -> None:
+        """Record where the layer blob is (`store.remote`), its compressed-form row and its location for
+        cross-repository mounts; no byte moves until something reads the layer."""
+        from pybuild.registry import settings
+        from pybuild.registry.locations import BlobLocations
+        from pybuild.store.images import LOADED_LEVEL
+        from pybuild.store.layerread import layer_present
+        from pybuild.store.remote import RemoteBlob, record_remote
+
+        if layer_present(store, entry.diff_id):
+            return
+        layer = entry.layer
+        compression = layer_compression(layer.media_type)
+        host = self.ref.domain  # the host `client_for` (and so `registry.blobsource`) is keyed by
+        kind = "registry-insecure" if settings.is_insecure(host) else "registry"
+        record_remote(store, [RemoteBlob(layer.digest, layer.size, layer.media_type,
+                                         f"{kind}:{host}/{self.ref.path}")])
+        store.index.record_compressed(entry.diff_id, compression, LOADED_LEVEL, layer.digest, layer.size)
+        if entry.size is not None and store.index.layer_size(entry.diff_id) is None:
+            store.index.record_layer(entry.diff_id, entry.size)  # the size the exporting store describes it by
+        BlobLocations(store).record(host, self.ref.path, [layer.digest])
 
 
 def _reference(spec: CacheSpec) -> Reference:

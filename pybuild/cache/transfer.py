@@ -23,10 +23,12 @@ and push it (`skopeo inspect --raw oci:DIR` shows the manifest):
 The manifest (`application/vnd.oci.image.manifest.v1+json`) has as its config a blob of media type
 `application/vnd.pybuild.cache.config.v1+json` holding canonical JSON (`digest.canonical_json`)
 
-    {"version": 1, "entries": [{"key": "sha256:…", "diff_id": "sha256:…", "layer": "sha256:…"}, …]}
+    {"version": 1, "entries": [{"key": "sha256:…", "diff_id": "sha256:…", "layer": "sha256:…",
+                                "size": 1234}, …]}
 
 one entry per cache key, sorted by key: `diff_id` is the layer's uncompressed digest, `layer` the digest of
-its gzip blob. The manifest's `layers` are those gzip blobs (`application/vnd.oci.image.layer.v1.tar+gzip`),
+its gzip blob, `size` the uncompressed size (optional: an importer that keeps the layer remote describes it
+by diffID and size, as the exporting store does, so both make the same manifest). The manifest's `layers` are those gzip blobs (`application/vnd.oci.image.layer.v1.tar+gzip`),
 each listed once even when several keys share a layer. The same entries always give the same bytes.
 A registry cache is this very manifest, pushed under the tag (`registrycache`).
 
@@ -231,11 +233,15 @@ def encode_cache(store: Store, entries: Sequence[tuple[str, str]]) -> CacheExpor
     from pybuild.store.images import layer_blob
 
     layers: dict[str, Descriptor] = {}
-    rows: list[dict[str, str]] = []
+    rows: list[dict[str, str | int]] = []
     for key, diff_id in sorted(_unique(entries).items()):
         digest, size = layer_blob(store, diff_id, "gzip")
         layers.setdefault(digest, Descriptor(layer_media_type("gzip"), digest, size))
-        rows.append({"key": key, "diff_id": diff_id, "layer": digest})
+        row: dict[str, str | int] = {"key": key, "diff_id": diff_id, "layer": digest}
+        plain = store.index.layer_size(diff_id)
+        if plain is not None:
+            row["size"] = plain
+        rows.append(row)
     config = canonical_json({"version": CACHE_VERSION, "entries": rows})
     config_desc = Descriptor(CONFIG_MEDIA_TYPE, sha256_digest(config), len(config))
     manifest = Manifest(config_desc, tuple(layers.values()))
@@ -294,7 +300,9 @@ def _copy_out(store: Store, layout: BlobStore, digest: str, size: int) -> None:
             raise StoreError(f"cache blob {layout.path(digest)} has the wrong size; "
                              "remove the cache directory")
         return
-    with store.blobs.open(digest, verify=True) as src:
+    from pybuild.store.remote import open_blob
+
+    with open_blob(store, digest, verify=True) as src:
         layout.put_file(src, expected=digest)
 
 
@@ -332,19 +340,22 @@ def _unlink(path: str) -> None:
 
 @record
 class CacheEntry:
-    """One entry of an imported cache: a cache key, its layer's diffID and the layer blob's descriptor."""
+    """One entry of an imported cache: a cache key, its layer's diffID, the layer blob's descriptor and
+    the layer's uncompressed size (None in a cache that does not say)."""
 
     key: str
     diff_id: str
     layer: Descriptor
+    size: int | None = None
 
 
 class ImportedCache(ABC):
     """What every `--cache-from` source shares: the entries, read once (lazily, on the first `fetch`), and
-    the verified, single-flight copy of a layer into the store. Thread-safe.
+    one `_bring` at a time per layer. Thread-safe.
 
     Subclasses say where the cache is (`where`, for messages) and supply `_read_entries` (the index) and
-    `_open_layer` (a readable stream of one layer blob; it is checked here).
+    `_bring` (make one entry's layer available in a store: a directory cache copies it in, verified; a
+    registry cache records where the blob is, `store.remote`, so it is fetched only if it is read).
     """
 
     def __init__(self, where: str) -> None:
@@ -355,17 +366,14 @@ class ImportedCache(ABC):
 
     def fetch(self, key: str, store: Store) -> str | None:
         """If the exported cache has an entry for cache key `key`: make its layer available in `store`
-        (its blob copied in with digest checks, recorded as the compressed form of its diffID, and the
-        diffID blob and size recorded, as `worker.snapshots.open_layer` and `images.layer_blob` expect)
-        and return the layer's diffID; else None. A corrupt blob is a StoreError and stores nothing."""
+        (`_bring`; its blob is recorded as the compressed form of its diffID, as `store.layerread` and
+        `images.layer_blob` expect) and return the layer's diffID; else None. A corrupt blob is a
+        StoreError and stores nothing."""
         entry = self._load().get(key)
         if entry is None:
             return None
         with self._layer_lock(entry.layer.digest):
-            if not store.blobs.exists(entry.diff_id):
-                _copy_in(self.where, entry, store, lambda: self._open_layer(entry, store))
-            elif store.index.layer_size(entry.diff_id) is None:  # a copy killed before it was recorded
-                store.index.record_layer(entry.diff_id, store.blobs.size(entry.diff_id))
+            self._bring(entry, store)
         return entry.diff_id
 
     def keys(self) -> frozenset[str]:
@@ -377,8 +385,8 @@ class ImportedCache(ABC):
         """The cache's entries by key (its index, read once)."""
 
     @abstractmethod
-    def _open_layer(self, entry: CacheEntry, store: Store) -> BinaryIO:
-        """A readable stream of `entry`'s layer blob (`fetch` checks what it reads)."""
+    def _bring(self, entry: CacheEntry, store: Store) -> None:
+        """Make `entry`'s layer available in `store` (see the class docstring)."""
 
     def _load(self) -> dict[str, CacheEntry]:
         with self._lock:
@@ -407,7 +415,14 @@ class LocalCacheSource(ImportedCache):
     def _read_entries(self) -> dict[str, CacheEntry]:
         return _read_cache(self.spec.path)
 
-    def _open_layer(self, entry: CacheEntry, store: Store) -> BinaryIO:
+    def _bring(self, entry: CacheEntry, store: Store) -> None:
+        """Copy the layer in (both forms, verified), unless the store has its tar already."""
+        if not store.blobs.exists(entry.diff_id):
+            _copy_in(self.where, entry, store, lambda: self._open_layer(entry))
+        elif store.index.layer_size(entry.diff_id) is None:  # a copy killed before it was recorded
+            store.index.record_layer(entry.diff_id, store.blobs.size(entry.diff_id))
+
+    def _open_layer(self, entry: CacheEntry) -> BinaryIO:
         try:
             return open(_blob_path(self.spec.path, entry.layer.digest), "rb")
         except OSError as exc:
@@ -506,7 +521,10 @@ def _parse_config(data: bytes, manifest: Manifest) -> dict[str, CacheEntry]:
         key, diff_id, layer = (_field(item, name) for name in ("key", "diff_id", "layer"))
         if layer not in layers:
             raise StoreError(f"entry {key} names layer {layer}, which the manifest does not list")
-        entries[key] = CacheEntry(key, diff_id, layers[layer])
+        size = item.get("size")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise StoreError(f"cache entry {key} has a bad size: {size!r}"[:300])
+        entries[key] = CacheEntry(key, diff_id, layers[layer], size)
     return entries
 
 

@@ -34,6 +34,7 @@ from pybuild.digest import canonical_json, digest_hex
 from pybuild.errors import ConfigError, StoreError
 from pybuild.export.outputs import OutputSpec
 from pybuild.image.spec import Descriptor
+from pybuild.store.remote import blob_size, open_blob
 
 if TYPE_CHECKING:
     from pybuild.store.images import ExportedManifest, StoredImage
@@ -205,7 +206,7 @@ def _layout(store: Store, exported: ExportedManifest, annotations: tuple[dict[st
     archive.add_bytes(_blob_name(exported.manifest_digest), exported.manifest_bytes)
     archive.add_bytes(_blob_name(exported.config_digest), exported.config_bytes)
     for digest in exported.layer_digests:
-        archive.add_blob(_blob_name(digest), store.blobs.size(digest), _opener(store, digest))
+        archive.add_blob(_blob_name(digest), blob_size(store, digest), _opener(store, digest))
     return archive
 
 
@@ -214,7 +215,7 @@ def _blob_name(digest: str) -> str:
 
 
 def _opener(store: Store, digest: str) -> Opener:
-    return lambda: store.blobs.open(digest, verify=True)
+    return lambda: open_blob(store, digest, verify=True)  # a remote layer is fetched here (store.remote)
 
 
 def _publish(archive: Archive, spec: OutputSpec, stdout: BinaryIO | None) -> None:

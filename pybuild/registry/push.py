@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO, Final
 
 from pybuild.errors import ConfigError, PybuildError
 from pybuild.record import record
+from pybuild.store.remote import blob_size, open_blob
 
 if TYPE_CHECKING:
     from pybuild.registry.client import RegistryClient
@@ -83,7 +84,7 @@ def push_image(store: Store, image: StoredImage, name: str, *, compression: str 
         blobs: dict[str, tuple[int, Opener]] = {
             exported.config_digest: (len(config), lambda: io.BytesIO(config))}
         for digest in exported.layer_digests:
-            blobs.setdefault(digest, (store.blobs.size(digest), _opener(store, digest)))
+            blobs.setdefault(digest, (blob_size(store, digest), _opener(store, digest)))
         locations = BlobLocations(store)
         pusher = _Pusher(client, ref.path, locations, report)
         outcome = pusher.push_all(blobs, jobs)
@@ -97,7 +98,8 @@ def push_image(store: Store, image: StoredImage, name: str, *, compression: str 
 
 
 def _opener(store: Store, digest: str) -> Opener:
-    return lambda: store.blobs.open(digest, verify=True)
+    # a remote layer (store.remote) is fetched only if the registry neither has it nor can mount it
+    return lambda: open_blob(store, digest, verify=True)
 
 
 class _Pusher:

@@ -295,6 +295,7 @@ def layer_blob(store: Store, diff_id: str, compression: str, level: int | None =
     from pybuild.store.compress import DEFAULT_LEVELS, compress
 
     from pybuild.store.layerread import read_layer
+    from pybuild.store.remote import has_blob
 
     if compression == "uncompressed":
         if not store.blobs.exists(diff_id):  # a pulled layer, kept compressed: write out its tar
@@ -307,7 +308,7 @@ def layer_blob(store: Store, diff_id: str, compression: str, level: int | None =
     levels = (wanted,) if level is not None or force else (wanted, LOADED_LEVEL)
     for lvl in levels:
         row = store.index.find_compressed(diff_id, compression, lvl)
-        if row is not None and store.blobs.exists(row.digest):
+        if row is not None and has_blob(store, row.digest):
             store.index.touch(row.digest)
             return row.digest, row.size
     with read_layer(store, diff_id) as src, store.blobs.writer() as writer:
@@ -348,7 +349,9 @@ def manifest_for_export(store: Store, image: StoredImage, *, compression: str = 
 def store_manifest(store: Store, exported: ExportedManifest, platform: str) -> None:
     """Keep an exported manifest in the store (for `type=image`): blob, then image row."""
     store.put_bytes(exported.manifest_bytes, exported.media_type, exported.manifest_digest)
-    size = sum(store.blobs.size(d) for d in exported.layer_digests) + len(exported.config_bytes)
+    from pybuild.store.remote import blob_size
+
+    size = sum(blob_size(store, d) for d in exported.layer_digests) + len(exported.config_bytes)
     store.index.record_image(exported.manifest_digest, exported.config_digest, platform, size,
                              exported.media_type)
 

@@ -44,6 +44,10 @@ _STORE_SCHEMA: tuple[tuple[str, ...], ...] = (
                               created REAL NOT NULL, PRIMARY KEY (kind, key))""",
         "CREATE INDEX refs_digest ON refs (digest)",
     ),
+    (  # version 2: blobs known to be elsewhere, fetched on first use (store/remote.py)
+        """CREATE TABLE remote_blobs (digest TEXT PRIMARY KEY, size INTEGER NOT NULL, media_type TEXT NOT NULL,
+                                      source TEXT NOT NULL, created REAL NOT NULL)""",
+    ),
 )
 
 

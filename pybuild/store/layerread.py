@@ -35,14 +35,18 @@ _DRAIN = 1 << 20
 
 
 def _compressed_source(store: Store, diff_id: str) -> tuple[str, str] | None:
-    """(blob digest, compression) of a stored compressed form of `diff_id`, zstd first (faster to read)."""
-    rows = [row for row in store.index.compressed_forms(diff_id) if store.blobs.exists(row.digest)]
-    rows.sort(key=lambda row: row.compression != "zstd")
+    """(blob digest, compression) of a compressed form of `diff_id`: a held blob before a remote one
+    (`store.remote`, fetched when read), zstd before gzip (faster to read)."""
+    from pybuild.store.remote import has_blob
+
+    rows = [row for row in store.index.compressed_forms(diff_id) if has_blob(store, row.digest)]
+    rows.sort(key=lambda row: (not store.blobs.exists(row.digest), row.compression != "zstd"))
     return (rows[0].digest, rows[0].compression) if rows else None
 
 
 def layer_present(store: Store, diff_id: str) -> bool:
-    """True when the store can give layer `diff_id`'s tar: its uncompressed blob or a compressed form."""
+    """True when the store can give layer `diff_id`'s tar: its uncompressed blob or a compressed form
+    (held, or remote and fetched when read)."""
     return store.blobs.exists(diff_id) or _compressed_source(store, diff_id) is not None
 
 
@@ -50,6 +54,7 @@ def read_layer(store: Store, diff_id: str) -> LayerReader:
     """A reader of layer `diff_id`'s uncompressed tar, checked against `diff_id` (see the module
     docstring); StoreError when the store has no form of it."""
     from pybuild.store.compress import decompress_stream
+    from pybuild.store.remote import open_blob
 
     if store.blobs.exists(diff_id):
         return LayerReader(store, diff_id, store.blobs.open(diff_id), None)
@@ -57,7 +62,7 @@ def read_layer(store: Store, diff_id: str) -> LayerReader:
     if found is None:
         raise StoreError(f"layer not found in the store: {diff_id}")
     digest, compression = found
-    raw = store.blobs.open(digest)
+    raw = open_blob(store, digest)
     try:
         return LayerReader(store, diff_id, decompress_stream(raw, compression), digest)
     except BaseException:

@@ -9,8 +9,9 @@ Layout under the root ($PYBUILD_ROOT or ~/.local/share/pybuild):
 
 Reachability (prune, du): a blob is referenced when a tag or a root reaches it through manifests and
 indexes: `config`, `layers`, `manifests` and `blobs` descriptors of any JSON blob reached; a layer blob also
-keeps its uncompressed diff (the blob named by its diffID) through the `compressed` rows. Prune only ever
-removes unreferenced blobs.
+keeps its uncompressed diff (the blob named by its diffID) through the `compressed` rows, and a diffID
+reached whose blob is not held keeps its compressed forms (a pulled or remote layer). Prune only ever
+removes unreferenced blobs (and the `remote_blobs` rows, `remote.py`, of unreferenced blobs).
 """
 
 from __future__ import annotations
@@ -150,8 +151,10 @@ class Store:
     def referenced(self) -> set[str]:
         """Every digest reachable from a tag or a root (whether or not the blob is present)."""
         diff_ids: dict[str, list[str]] = {}
+        forms: dict[str, list[str]] = {}  # diffID → its compressed blobs
         for row in self.index.compressed_rows():
             diff_ids.setdefault(row.digest, []).append(row.diff_id)
+            forms.setdefault(row.diff_id, []).append(row.digest)
         layers = {d for ds in diff_ids.values() for d in ds} | set(diff_ids)
         seen: set[str] = set()
         todo = list(self.index.root_digests())
@@ -161,6 +164,8 @@ class Store:
                 continue
             seen.add(digest)
             todo.extend(diff_ids.get(digest, ()))
+            if digest in forms and not self.blobs.exists(digest):
+                todo.extend(forms[digest])  # a layer kept only compressed (pulled, or remote) lives in them
             if digest not in layers:
                 todo.extend(self._children(digest))
         return seen
@@ -244,8 +249,11 @@ class Store:
                 where = self.blobs.path(digest)
                 problems.append(Problem("corrupt", digest,
                                         f"corrupt blob: {digest} at {where} does not match its digest"))
+        # a remote blob is fetched on first use; a layer kept only compressed is read from that form
+        available = present | {d for d, in self.index.query("SELECT digest FROM remote_blobs")}
+        available |= {row.diff_id for row in self.index.compressed_rows() if row.digest in available}
         for where, digest in self._index_references():
-            if digest not in present:
+            if digest not in available:
                 problems.append(Problem("missing", digest, f"{where} points at missing blob {digest}"))
         return problems
 
@@ -287,6 +295,9 @@ class Store:
                     total -= info.size
             if removed:
                 self.index.forget_blobs(removed)
+            with self.index.transaction() as c:  # where unreferenced remote blobs were: nobody asks now
+                stale = [d for d, in c.execute("SELECT digest FROM remote_blobs") if d not in live]
+                c.executemany("DELETE FROM remote_blobs WHERE digest = ?", [(d,) for d in stale])
             return PruneReport(tuple(removed), before - total, before, total)
 
 

@@ -75,12 +75,19 @@ def _platform(config: Mapping[str, Any]) -> str:
 
 
 def _layer(store: Store, diff_id: str) -> Descriptor:
-    """The descriptor of layer `diff_id`: its uncompressed blob, or (for a base loaded from an archive,
-    kept only as it came) a stored compressed form."""
+    """The descriptor of layer `diff_id`: uncompressed when the store holds the tar or knows its size (a
+    registry cache hit, remote until read: `store.remote`; a pulled base once it was unpacked), else (a
+    pulled base kept as it came) a compressed form. Exports convert either way (`manifest_for_export`)."""
+    from pybuild.store.layerread import layer_present
+    from pybuild.store.remote import has_blob
+
     if store.blobs.exists(diff_id):
         return Descriptor(layer_media_type("uncompressed"), diff_id, store.blobs.size(diff_id))
+    size = store.index.layer_size(diff_id)
+    if size is not None and layer_present(store, diff_id):
+        return Descriptor(layer_media_type("uncompressed"), diff_id, size)
     for row in store.index.compressed_forms(diff_id):
-        if store.blobs.exists(row.digest):
+        if has_blob(store, row.digest):
             return Descriptor(layer_media_type(row.compression), row.digest, row.size)
     raise InternalError(f"layer {diff_id} of the image is not in the store")
 

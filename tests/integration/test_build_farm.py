@@ -5,8 +5,9 @@ steps. Bases are imported with `pybuild import`, and every import and build runs
 so both machines make identical images.
 
 What the second machine downloads is counted by wrapping the real `RegistryClient.get_blob` (API builds
-run in this process): the import is lazy, so it fetches the layers of the steps its target needs and no
-other."""
+and pushes run in this process): the import is lazy, so a fully cached build fetches no layer at all (its
+image's layers stay remote, `store.remote`), a push to the same registry mounts them, and an export
+fetches the image's layers and no other."""
 
 from __future__ import annotations
 
@@ -103,15 +104,36 @@ def test_a_second_machine_builds_from_the_registry_cache_without_running_a_step(
         assert any(step in name for name in cached), proc.stderr
     assert iid.read_text().strip() == first.image_id
 
-    # machine C, through the API: no step runs, the same image, and only the cache's layers were fetched
+    # machine C, through the API: no step runs, the same image, and no layer byte moved
     store_c = new_store(tmp_path, "c", busybox_tar)
     fetched.clear()
     third, events = api_build(store_c, ctx, tags=("app:1",), cache_from=(f"type=registry,ref={ref}",))
     assert third.steps_run == 0 and third.steps_cached == 6, ran(events)
     assert third.manifest_digest == first.manifest_digest and third.image_id == first.image_id
-    assert sorted(fetched) == sorted([manifest["config"]["digest"], *layer_digests(manifest)])
-    again, _ = api_build(store_c, ctx, tags=("app:1",))  # fetched once, now local: no registry needed
+    assert fetched == [manifest["config"]["digest"]]
+    again, _ = api_build(store_c, ctx, tags=("app:1",))  # the local cache has it all now
     assert again.steps_run == 0 and again.manifest_digest == first.manifest_digest
+
+    # a push to the same registry mounts the remote layers from the cache repository
+    from pybuild.registry.push import push_image
+    from pybuild.store.images import resolve_image
+    from pybuild.store.store import Store
+
+    remote_layers = {e["layer"] for e in entries if e["diff_id"] in third.config["rootfs"]["diff_ids"]}
+    assert len(remote_layers) == 4  # 3 COPY and the last RUN; the base is local
+    with Store.open(str(store_c)) as store:
+        pushed = push_image(store, resolve_image(store, "app:1"), f"{registry}/team/app:img")
+        assert not remote_layers & set(store.blobs.iter_digests())
+    assert set(pushed.mounted) == remote_layers and fetched == [manifest["config"]["digest"]]
+
+    # an OCI export needs the bytes: the image's layers are fetched (verified), the other stages' are not
+    out = tmp_path / "c.tar"
+    proc = cli(store_c, "save", "--format", "oci", "-o", str(out), "app:1")
+    assert proc.returncode == 0, proc.stderr
+    with Store.open(str(store_c)) as store:
+        held = set(store.blobs.iter_digests())
+        assert remote_layers <= held and not (layer_digests(manifest) - remote_layers) & held
+        assert store.verify_all() == []
 
 
 def test_the_import_downloads_only_the_layers_of_the_steps_the_target_needs(
@@ -123,7 +145,7 @@ def test_the_import_downloads_only_the_layers_of_the_steps_the_target_needs(
     builder_a, _ = api_build(store_a, ctx, target="builder")  # A's image of that stage, from A's local cache
     manifest, entries = cache_entries(registry, "app", "cache")
 
-    # machine B builds only the builder stage: one RUN, whose layer is all it downloads
+    # machine B builds only the builder stage: one RUN, whose layer it downloads once it is read
     store_b = new_store(tmp_path, "b", busybox_tar)
     fetched.clear()
     second, events = api_build(store_b, ctx, target="builder", cache_from=(f"type=registry,ref={ref}",))
@@ -131,9 +153,10 @@ def test_the_import_downloads_only_the_layers_of_the_steps_the_target_needs(
     assert second.manifest_digest == builder_a.manifest_digest
     run_layer = {e["layer"] for e in entries if e["diff_id"] == second.config["rootfs"]["diff_ids"][-1]}
     assert len(run_layer) == 1
-    layers = [digest for digest in fetched if digest in layer_digests(manifest)]
-    assert layers == sorted(run_layer)  # the other stages' 5 layers stayed in the registry
-    assert fetched == [manifest["config"]["digest"], *layers]
+    assert fetched == [manifest["config"]["digest"]]
+    out = tmp_path / "rootfs.tar"  # a flat export reads every layer of the image
+    assert api_build(store_b, ctx, target="builder", outputs=(f"type=tar,dest={out}",))[0].steps_run == 0
+    assert fetched == [manifest["config"]["digest"], *run_layer]  # the other stages' 5 layers stayed there
 
 
 def test_a_missing_registry_cache_warns_and_the_first_run_exports_it(

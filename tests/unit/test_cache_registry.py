@@ -150,8 +150,14 @@ def layers(stores: tuple[Store, Store], tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def registry() -> FakeRegistry:
-    return FakeRegistry()
+def registry(monkeypatch: pytest.MonkeyPatch) -> FakeRegistry:
+    """The fake, also as the process's client for registry.test: a remote layer a cache hit recorded is
+    fetched through `client_for(host)` when it is read (`registry.blobsource`)."""
+    from pybuild.registry import client
+
+    fake = FakeRegistry()
+    monkeypatch.setitem(client._clients, "registry.test", fake)
+    return fake
 
 
 def export(store: Store, registry: FakeRegistry, entries: list[tuple[str, str]], ref: str = REF) -> int:
@@ -186,7 +192,8 @@ def test_export_pushes_blobs_then_config_then_the_manifest(
     assert manifest["config"] == {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest,
                                   "size": len(registry.blobs[config_digest])}
     assert json.loads(registry.blobs[config_digest])["entries"] == [
-        {"key": key, "diff_id": layers[key], "layer": gz[key]} for key in sorted(layers)]
+        {"key": key, "diff_id": layers[key], "layer": gz[key], "size": a.index.layer_size(layers[key])}
+        for key in sorted(layers)]
     # the registry holds the very gzip blobs the store exports images with
     for layer in manifest["layers"]:
         assert registry.blobs[layer["digest"]] == a.blobs.read_bytes(layer["digest"])
@@ -243,6 +250,7 @@ def test_source_asks_nothing_until_the_first_fetch(registry: FakeRegistry) -> No
 
 def test_fetch_round_trip_is_lazy(stores: tuple[Store, Store], layers: dict[str, str],
                                   registry: FakeRegistry) -> None:
+    from pybuild.store.layerread import layer_present
     from pybuild.worker.snapshots import open_layer
 
     a, b = stores
@@ -251,16 +259,20 @@ def test_fetch_round_trip_is_lazy(stores: tuple[Store, Store], layers: dict[str,
     registry.calls.clear()
     cache = source(registry)
     assert cache.fetch(KEY_B, b) == layers[KEY_B]
-    fetched = registry.called("get_blob")
-    assert fetched[1:] == [gz[KEY_B]]  # the config, then only the layer asked for
-    assert set(b.blobs.iter_digests()) == {layers[KEY_B], gz[KEY_B]}
-    with open_layer(b, layers[KEY_B]) as layer:
-        assert sha256_digest(layer.read()) == layers[KEY_B]
-    # the very blob of the cache is the layer's gzip form in B: not compressed again
+    assert len(registry.called("get_blob")) == 1  # the config: a hit moves no layer bytes
+    assert blob_count(b) == 0 and layer_present(b, layers[KEY_B])
+    # the very blob of the cache is the layer's gzip form in B: not compressed again, not fetched to say so
     assert layer_blob(b, layers[KEY_B], "gzip") == layer_blob(a, layers[KEY_B], "gzip")
+    assert b.verify_all() == []  # a remote blob is not a missing one
+    with open_layer(b, layers[KEY_B]) as layer:  # reading it fetches it, once
+        assert sha256_digest(layer.read()) == layers[KEY_B]
+    assert registry.called("get_blob")[1:] == [gz[KEY_B]]
+    assert set(b.blobs.iter_digests()) == {gz[KEY_B]}
     registry.calls.clear()
     assert cache.fetch(KEY_B, b) == layers[KEY_B]  # in the store already: no request at all
     assert cache.fetch(sha256_digest(b"never built"), b) is None
+    with open_layer(b, layers[KEY_B]) as layer:
+        layer.read()
     assert registry.calls == []
     assert b.verify_all() == []
 
@@ -277,11 +289,19 @@ def test_concurrent_fetches_of_one_key_download_once(stores: tuple[Store, Store]
         barrier.wait()
         assert cache.fetch(KEY_C, b) == layers[KEY_C]
 
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    def read() -> None:
+        from pybuild.store.layerread import read_layer
+
+        barrier.wait()
+        with read_layer(b, layers[KEY_C]) as layer:
+            assert sha256_digest(layer.read()) == layers[KEY_C]
+
+    for target in (run, read):
+        threads = [threading.Thread(target=target) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     assert registry.called("get_blob").count(gzip_of(a, layers)[KEY_C]) == 1
     assert registry.methods().count("head_manifest") == 1
 
@@ -327,14 +347,17 @@ def lying_cache(registry: FakeRegistry, a: Store, layers: dict[str, str], diff_i
     registry.put_manifest(REPO, "cache", manifest.to_bytes(), OCI_MANIFEST)
 
 
-def test_an_entry_whose_diff_id_lies_stores_nothing(stores: tuple[Store, Store], layers: dict[str, str],
-                                                    registry: FakeRegistry) -> None:
+def test_an_entry_whose_diff_id_lies_fails_when_read_and_is_dropped(
+        stores: tuple[Store, Store], layers: dict[str, str], registry: FakeRegistry) -> None:
+    from pybuild.store.layerread import layer_present, read_layer
+
     a, b = stores
     lying_cache(registry, a, layers, layers[KEY_B])
-    with pytest.raises(StoreError, match="does not match its diffID"):
-        source(registry).fetch(KEY_A, b)
-    assert blob_count(b) == 0
-    assert list(Path(b.blobs.tmp_dir).iterdir()) == []  # the downloaded temp file is gone too
+    assert source(registry).fetch(KEY_A, b) == layers[KEY_B]  # believed until read, as a pull is
+    with pytest.raises(StoreError, match="does not match its diffID"), read_layer(b, layers[KEY_B]) as layer:
+        layer.read()
+    assert not layer_present(b, layers[KEY_B])  # the next build runs the step instead
+    assert list(Path(b.blobs.tmp_dir).iterdir()) == []
 
 
 def test_a_corrupt_config_is_refused(stores: tuple[Store, Store], layers: dict[str, str],
@@ -349,12 +372,15 @@ def test_a_corrupt_config_is_refused(stores: tuple[Store, Store], layers: dict[s
 
 def test_a_registry_failure_during_a_layer_download_is_raised_and_stores_nothing(
         stores: tuple[Store, Store], layers: dict[str, str], registry: FakeRegistry) -> None:
+    from pybuild.store.layerread import read_layer
+
     a, b = stores
     export(a, registry, sorted(layers.items()))
     del registry.blobs[gzip_of(a, layers)[KEY_A]]
+    assert source(registry).fetch(KEY_A, b) == layers[KEY_A]
     with pytest.raises(RegistryError, match="blob unknown"):
-        source(registry).fetch(KEY_A, b)
-    assert blob_count(b) == 0
+        read_layer(b, layers[KEY_A])
+    assert blob_count(b) == 0 and list(Path(b.blobs.tmp_dir).iterdir()) == []
 
 
 def test_a_registry_failure_in_a_build_is_a_warning(stores: tuple[Store, Store], layers: dict[str, str],

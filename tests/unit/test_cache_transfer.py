@@ -178,10 +178,11 @@ def test_export_writes_an_oci_layout_with_sorted_entries_and_each_layer_once(
     assert index["manifests"][0]["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     assert manifest["config"]["mediaType"] == CONFIG_MEDIA_TYPE
     gz = {key: layer_blob(a, diff_id, "gzip")[0] for key, diff_id in layers.items()}
+    size = a.index.layer_size
     assert config == {"version": 1, "entries": sorted([
-        {"key": KEY_A, "diff_id": layers[KEY_A], "layer": gz[KEY_A]},
-        {"key": KEY_C, "diff_id": layers[KEY_C], "layer": gz[KEY_C]},
-        {"key": shared, "diff_id": layers[KEY_A], "layer": gz[KEY_A]},
+        {"key": KEY_A, "diff_id": layers[KEY_A], "layer": gz[KEY_A], "size": size(layers[KEY_A])},
+        {"key": KEY_C, "diff_id": layers[KEY_C], "layer": gz[KEY_C], "size": size(layers[KEY_C])},
+        {"key": shared, "diff_id": layers[KEY_A], "layer": gz[KEY_A], "size": size(layers[KEY_A])},
     ], key=lambda e: e["key"])}
     in_order = list(dict.fromkeys(e["layer"] for e in config["entries"]))  # first use, in key order
     assert [layer["digest"] for layer in manifest["layers"]] == in_order
