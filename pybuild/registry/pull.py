@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from pybuild.image.reference import Reference
     from pybuild.registry.client import RegistryClient
     from pybuild.store.images import StoredImage
-    from pybuild.store.layerstage import StagedLayer
+    from pybuild.store.layerstage import StagedDownload
     from pybuild.store.store import Store
 
 __all__ = ["ImageResolver", "PullResult", "pull_image", "select_platform"]
@@ -136,7 +136,7 @@ class _Pull:
 
     def run(self) -> PullResult:
         from pybuild.store.images import config_diff_ids, pinned_name
-        from pybuild.store.layerstage import layer_known
+        from pybuild.store.layerstage import commit_downloads, layer_known
 
         digest, manifest_bytes, manifest = self._manifest()
         config_bytes, config = self._config(manifest)
@@ -149,9 +149,7 @@ class _Pull:
         self.say(f"{self.shown}: {digest}: {len(missing)} layer(s) to download ({_size(total)}), "
                  f"{len(manifest.layers) - len(missing)} already in the store")
         with ExitStack() as stack:
-            staged = self._layers(missing, stack)
-            for layer in staged:
-                layer.commit()
+            commit_downloads(self.store, self._layers(missing, stack))
             stored = pinned_name(self.ref.normalized) if self.ref.digest else self.ref.normalized
             image = self._record(digest, manifest_bytes, manifest, config_bytes, config, stored)
         return PullResult(image, stored, len(missing), len(manifest.layers) - len(missing), total)
@@ -197,7 +195,7 @@ class _Pull:
             raise RegistryError(f"no {self.wanted} image in {self.shown}: available: {platform}")
         return data, config
 
-    def _layers(self, missing: list[tuple[Descriptor, str]], stack: ExitStack) -> list[StagedLayer]:
+    def _layers(self, missing: list[tuple[Descriptor, str]], stack: ExitStack) -> list[StagedDownload]:
         """Download and stage `missing` (at most `jobs` at once); every writer ends up held by `stack`."""
         if not missing:
             return []
@@ -212,7 +210,7 @@ class _Pull:
             for future in pending:
                 future.cancel()
             wait(futures)
-        staged: list[StagedLayer] = []
+        staged: list[StagedDownload] = []
         errors: list[BaseException] = []
         for future in futures:
             if future.cancelled():
@@ -228,12 +226,12 @@ class _Pull:
             raise next((e for e in errors if isinstance(e, PybuildError)), errors[0])
         return staged
 
-    def _own_layer(self, desc: Descriptor, diff_id: str) -> tuple[StagedLayer, ExitStack]:
+    def _own_layer(self, desc: Descriptor, diff_id: str) -> tuple[StagedDownload, ExitStack]:
         with ExitStack() as own:
             layer = self._layer(desc, diff_id, own)
             return layer, own.pop_all()
 
-    def _layer(self, desc: Descriptor, diff_id: str, stack: ExitStack) -> StagedLayer:
+    def _layer(self, desc: Descriptor, diff_id: str, stack: ExitStack) -> StagedDownload:
         """One layer downloaded into an uncommitted blob (the client checks its digest and size)."""
         from pybuild.store.layerstage import stage_download
 

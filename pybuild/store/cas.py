@@ -63,6 +63,7 @@ class BlobWriter:
         self._store = store
         self._hash = hashlib.sha256() if hashed else None
         self._size = 0
+        self._synced = -1  # the size at the last `sync`
         self._done = False
         self._path, self._file = self._create_locked_temp()
 
@@ -106,8 +107,22 @@ class BlobWriter:
             raise StoreError("digest() of a blob writer that does not hash")
         return "sha256:" + self._hash.hexdigest()
 
-    def commit(self, expected_digest: str | None = None) -> tuple[str, int]:
-        """Name the blob; StoreError (and nothing stored) if its digest is not `expected_digest`."""
+    def sync(self) -> None:
+        """Make the bytes written so far durable now (a writer thread can, before `commit` on another)."""
+        if self._done:
+            raise StoreError("sync of a blob writer that is already committed or aborted")
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            self.abort()
+            raise self._store.translate(exc, "writing blob") from exc
+        self._synced = self._size
+
+    def commit(self, expected_digest: str | None = None, *, sync_dir: bool = True) -> tuple[str, int]:
+        """Name the blob; StoreError (and nothing stored) if its digest is not `expected_digest`.
+        `sync_dir=False` leaves the rename to be made durable by the caller (`fsync_dir` of the blob
+        directory, once for many commits, before anything refers to the blobs)."""
         if self._done:
             raise StoreError("commit of a blob writer that is already committed or aborted")
         if self._hash is None:
@@ -126,12 +141,14 @@ class BlobWriter:
             self.abort()  # never rewrite a named blob
             return digest, self._size
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            if self._synced != self._size:
+                self._file.flush()
+                os.fsync(self._file.fileno())
             os.replace(self._path, final)
             self._done = True
             self._file.close()  # releases the flock only once the temp name is gone
-            fsync_dir(self._store.blob_dir)
+            if sync_dir:
+                fsync_dir(self._store.blob_dir)
         except OSError as exc:
             self.abort()
             raise self._store.translate(exc, "committing blob") from exc

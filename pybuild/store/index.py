@@ -197,7 +197,15 @@ class Index:
             raise self._error(exc) from exc
 
     def migrate(self, component: str, steps: Sequence[Sequence[str]]) -> None:
-        """Bring `component`'s tables to version `len(steps)`; step i holds the statements of version i+1."""
+        """Bring `component`'s tables to version `len(steps)`; step i holds the statements of version i+1.
+        Every open asks this, so an index already at that version is only read (no write transaction, no
+        fsync)."""
+        try:
+            found = self.query("SELECT version FROM schema WHERE component = ?", (component,))
+        except StoreError:
+            found = []  # no schema table yet
+        if found and found[0][0] == len(steps):
+            return
         with self.transaction() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS schema (component TEXT PRIMARY KEY, version INTEGER)")
             row = conn.execute("SELECT version FROM schema WHERE component = ?", (component,)).fetchone()
@@ -264,11 +272,31 @@ class Index:
 
     def record_layer(self, diff_id: str, size: int) -> None:
         """Record the uncompressed size of layer `diff_id`."""
-        parse_digest(diff_id)
+        self.record_many(layers=[(diff_id, size)])
+
+    def record_many(self, *, blobs: Sequence[tuple[str, int, str | None]] = (),
+                    layers: Sequence[tuple[str, int]] = (),
+                    compressed: Sequence[tuple[str, str, int, str, int]] = ()) -> None:
+        """`record_blob`, `record_layer` and `record_compressed` of many rows, in one transaction (one
+        fsync: a pull of 20 layers records them all at once)."""
+        for digest, *_ in blobs:
+            parse_digest(digest)
+        for diff_id, *_ in layers:
+            parse_digest(diff_id)
+        for diff_id, _, _, digest, _ in compressed:
+            parse_digest(diff_id)
+            parse_digest(digest)
+        now = time.time()
         with self.transaction() as c:
-            c.execute("INSERT INTO layers VALUES (?, ?, ?) "
-                      "ON CONFLICT (diff_id) DO UPDATE SET size = excluded.size",
-                      (diff_id, size, time.time()))
+            c.executemany("""INSERT INTO blobs VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET
+                             size = excluded.size, media_type = coalesce(excluded.media_type, blobs.media_type),
+                             last_used = excluded.last_used""",
+                          [(digest, size, media_type, now, now) for digest, size, media_type in blobs])
+            c.executemany("INSERT INTO layers VALUES (?, ?, ?) "
+                          "ON CONFLICT (diff_id) DO UPDATE SET size = excluded.size",
+                          [(diff_id, size, now) for diff_id, size in layers])
+            c.executemany("INSERT OR REPLACE INTO compressed VALUES (?, ?, ?, ?, ?, ?)",
+                          [(*row, now) for row in compressed])
 
     def layer_size(self, diff_id: str) -> int | None:
         rows = self.query("SELECT size FROM layers WHERE diff_id = ?", (diff_id,))
@@ -276,11 +304,7 @@ class Index:
 
     def record_compressed(self, diff_id: str, compression: str, level: int, digest: str, size: int) -> None:
         """Record that blob `digest` is `diff_id` compressed with `compression` at `level`."""
-        parse_digest(diff_id)
-        parse_digest(digest)
-        with self.transaction() as c:
-            c.execute("INSERT OR REPLACE INTO compressed VALUES (?, ?, ?, ?, ?, ?)",
-                      (diff_id, compression, level, digest, size, time.time()))
+        self.record_many(compressed=[(diff_id, compression, level, digest, size)])
 
     def find_compressed(self, diff_id: str, compression: str, level: int) -> CompressedRow | None:
         rows = self.query("""SELECT diff_id, compression, level, digest, size FROM compressed
@@ -312,12 +336,7 @@ class Index:
 
     def record_blob(self, digest: str, size: int, media_type: str | None = None) -> None:
         """Record a blob's size and media type (keeps a known media type when given None); marks it used."""
-        parse_digest(digest)
-        now = time.time()
-        with self.transaction() as c:
-            c.execute("""INSERT INTO blobs VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET
-                         size = excluded.size, media_type = coalesce(excluded.media_type, blobs.media_type),
-                         last_used = excluded.last_used""", (digest, size, media_type, now, now))
+        self.record_many(blobs=[(digest, size, media_type)])
 
     def touch(self, *digests: str, when: float | None = None) -> None:
         """Mark blobs as used now (for LRU pruning); unknown digests are ignored."""

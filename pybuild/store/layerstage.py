@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from pybuild.store.cas import BlobWriter
     from pybuild.store.store import Store
 
-__all__ = ["DownloadSink", "StagedLayer", "layer_known", "stage_download", "stage_layer"]
+__all__ = ["DownloadSink", "StagedDownload", "StagedLayer", "commit_downloads", "layer_known", "stage_download",
+           "stage_layer"]
 
 _CHUNK = 1 << 20
 
@@ -58,14 +59,25 @@ def layer_known(store: Store, desc: Descriptor | None, diff_id: str) -> bool:
         desc.digest == diff_id or store.index.diff_id_of(desc.digest) == diff_id)
 
 
+@record
+class StagedDownload:
+    """A downloaded layer, durable in its temp file (`writer`) but not named yet: `commit_downloads`."""
+
+    desc: Descriptor
+    diff_id: str
+    compression: str
+    writer: BlobWriter
+
+
 def stage_download(store: Store, desc: Descriptor, diff_id: str, stack: ExitStack,
-                   fill: Callable[[DownloadSink], object], *, where: str, name: str) -> StagedLayer:
+                   fill: Callable[[DownloadSink], object], *, where: str, name: str) -> StagedDownload:
     """Stage layer `desc` as the bytes `fill(out)` writes, kept exactly as they come (a pull).
 
     `fill` must check the bytes against `desc`'s digest and size as it writes them (the registry client
     does), so they are hashed once; here the magic bytes are checked against the media type. A compressed
     layer's diffID is checked when it is first decompressed (`store.layerread`), not here: a pull only
-    writes and hashes the bytes it downloads. An uncompressed one must be named by its diffID.
+    writes and hashes the bytes it downloads. An uncompressed one must be named by its diffID. The bytes
+    are fsynced here, in the caller's (download) thread, so `commit_downloads` only renames.
     """
     compression = layer_compression(desc.media_type)
     if compression == "uncompressed" and desc.digest != diff_id:
@@ -74,19 +86,29 @@ def stage_download(store: Store, desc: Descriptor, diff_id: str, stack: ExitStac
     out = DownloadSink(writer, compression, f"{where}: layer {name}", desc.media_type)
     fill(out)
     out.close()
-    return StagedLayer(desc.digest, desc.size, compression, diff_id,
-                       lambda: _commit_download(store, writer, desc, diff_id, compression))
+    writer.sync()
+    return StagedDownload(desc, diff_id, compression, writer)
 
 
-def _commit_download(store: Store, writer: BlobWriter, desc: Descriptor, diff_id: str, compression: str) -> None:
+def commit_downloads(store: Store, staged: Sequence[StagedDownload]) -> None:
+    """Name every staged download, make the renames durable (one directory fsync), then record their rows
+    (one index transaction): a pull of 20 layers pays two fsyncs here instead of eighty."""
+    from pybuild.store.cas import fsync_dir
     from pybuild.store.images import LOADED_LEVEL
 
-    _, size = writer.commit(desc.digest)
-    store.index.record_blob(desc.digest, size, layer_media_type(compression))
-    if compression == "uncompressed":
-        store.index.record_layer(diff_id, size)
-    else:
-        store.index.record_compressed(diff_id, compression, LOADED_LEVEL, desc.digest, size)
+    blobs: list[tuple[str, int, str | None]] = []
+    layers: list[tuple[str, int]] = []
+    compressed: list[tuple[str, str, int, str, int]] = []
+    for layer in staged:
+        digest, size = layer.writer.commit(layer.desc.digest, sync_dir=False)
+        blobs.append((digest, size, layer_media_type(layer.compression)))
+        if layer.compression == "uncompressed":
+            layers.append((layer.diff_id, size))
+        else:
+            compressed.append((layer.diff_id, layer.compression, LOADED_LEVEL, digest, size))
+    if staged:
+        fsync_dir(store.blobs.blob_dir)
+        store.index.record_many(blobs=blobs, layers=layers, compressed=compressed)
 
 
 class DownloadSink:

@@ -18,7 +18,7 @@ from pybuild.errors import StoreError
 from pybuild.image.spec import Descriptor, layer_media_type
 from pybuild.store.images import LOADED_LEVEL, layer_blob
 from pybuild.store.layerread import layer_present, read_layer
-from pybuild.store.layerstage import layer_known, stage_download
+from pybuild.store.layerstage import commit_downloads, layer_known, stage_download
 from pybuild.store.store import Store
 
 
@@ -48,8 +48,8 @@ def pulled(store: Store, plain: bytes, diff_id: str | None = None) -> tuple[str,
     desc = Descriptor(layer_media_type("gzip"), sha(packed), len(packed))
     claimed = diff_id or sha(plain)
     with ExitStack() as stack:
-        stage_download(store, desc, claimed, stack, lambda out: out.write(packed), where="cannot pull x",
-                       name=desc.digest).commit()
+        commit_downloads(store, [stage_download(store, desc, claimed, stack, lambda out: out.write(packed),
+                                                where="cannot pull x", name=desc.digest)])
     return desc.digest, claimed
 
 
@@ -109,7 +109,8 @@ def test_stage_download_of_an_uncompressed_layer_needs_its_diff_id(store: Store)
     with ExitStack() as stack, pytest.raises(StoreError, match="does not match its diffID"):
         stage_download(store, desc, sha(b"other"), stack, lambda out: out.write(plain), where="w", name="L")
     with ExitStack() as stack:
-        stage_download(store, desc, sha(plain), stack, lambda out: out.write(plain), where="w", name="L").commit()
+        commit_downloads(store, [stage_download(store, desc, sha(plain), stack, lambda out: out.write(plain),
+                                                where="w", name="L")])
     assert store.blobs.read_bytes(sha(plain)) == plain and store.index.layer_size(sha(plain)) == len(plain)
 
 
