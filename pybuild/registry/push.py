@@ -7,8 +7,11 @@ A push, step by step:
 1. The manifest to push: `images.manifest_for_export` with the compression asked for (gzip by default).
    Built images keep their layers uncompressed; the compressed blob is made once per (diffID,
    compression, level) and remembered by the store, so a second push compresses nothing.
-2. Every blob (config and layers), at most `jobs` at a time: a blob the repository has already (HEAD) is
-   left alone; one seen in another repository of the same registry (`locations.BlobLocations`, filled by
+2. When the repository has the very manifest already (HEAD by digest), it has every blob it names (a
+   registry takes a manifest only once its blobs are there, and keeps the blobs of the manifests it
+   holds): no blob is checked, so a second push of an unchanged image is two requests. Else every blob
+   (config and layers), at most `jobs` at a time: a blob the repository has already (HEAD) is left
+   alone; one seen in another repository of the same registry (`locations.BlobLocations`, filled by
    pulls and pushes) is mounted from there; only the rest is uploaded, read from the store with its
    digest checked as it goes.
 3. The manifest last, under the tag, once every blob it names is in the repository (a registry refuses a
@@ -86,8 +89,12 @@ def push_image(store: Store, image: StoredImage, name: str, *, compression: str 
         for digest in exported.layer_digests:
             blobs.setdefault(digest, (blob_size(store, digest), _opener(store, digest)))
         locations = BlobLocations(store)
-        pusher = _Pusher(client, ref.path, locations, report)
-        outcome = pusher.push_all(blobs, jobs)
+        if client.head_manifest(ref.path, exported.manifest_digest) is not None:
+            outcome = {digest: "existing" for digest in blobs}  # see step 2 of the module docstring
+            if report is not None:
+                report(f"{exported.manifest_digest}: already in {client.host}/{ref.path}")
+        else:
+            outcome = _Pusher(client, ref.path, locations, report).push_all(blobs, jobs)
         client.put_manifest(ref.path, tag, exported.manifest_bytes, exported.media_type)
         locations.record(client.host, ref.path, blobs)
     if report is not None:

@@ -149,7 +149,8 @@ def test_second_push_uploads_nothing_and_another_repository_mounts(
         assert time.monotonic() - start < 2
         assert second.digest == first.digest and second.uploaded == () and len(second.existing) == 2
         later = proxy.requests[before:]
-        assert not [r for r in later if "/blobs/uploads/" in r[1]], later  # HEADs and the manifest only
+        # the repository has that manifest, so it has its blobs: one HEAD of the manifest, then its PUT
+        assert [(r[0], "/manifests/" in r[1]) for r in later] == [("HEAD", True), ("PUT", True)], later
         third = push_image(store, image, f"{proxy.host}/other:1")
         assert third.uploaded == () and len(third.mounted) == 2
         mounts = proxy.matching("POST", r"/v2/other/blobs/uploads/\?mount=")
@@ -465,6 +466,30 @@ def test_from_a_registry_pulls_then_rebuilds_offline(registry: RunningRegistry, 
     with pytest.raises(UserError, match="cannot reach registry") as caught:
         run_build(fresh, ctx, pull=True)
     assert caught.value.span is not None and caught.value.span.line == 1
+
+
+@pytest.mark.root
+def test_a_child_of_a_pulled_base_keeps_its_layers_through_a_prune(
+        registry: RunningRegistry, root: str, tmp_path: Path) -> None:
+    # the base's layers stay compressed as pulled; the child names them by diffID once they were unpacked,
+    # and reaching a diffID whose tar is not held keeps its compressed form alive
+    base = f"{registry.host}/base:1"
+    assert cli(root, "build", "--push", "-t", base, str(make_context(tmp_path, BASE))).returncode == 0
+    fresh = str(tmp_path / "fresh")
+    run_build(fresh, make_context(tmp_path, f"FROM {base}\nRUN echo child > /child\n", "child"),
+              tags=("child:1",))
+    with Store.open(fresh) as store:
+        base_layers = resolve_image(store, base).manifest.layers
+        assert all(not store.blobs.exists(d) for d in resolve_image(store, base).diff_ids)  # kept compressed
+    assert cli(fresh, "rmi", base).returncode == 0
+    pruned = cli(fresh, "prune", "--all")  # the build cache goes too: only the child's tag keeps anything
+    assert pruned.returncode == 0, pruned.stderr
+    with Store.open(fresh) as store:
+        assert all(store.blobs.exists(layer.digest) for layer in base_layers)
+        assert store.verify_all() == []
+    fast(registry.host)
+    registry.stop()  # what the child needs is all local
+    assert file_of(fresh, "child:1", "base") == "base\n" and file_of(fresh, "child:1", "child") == "child\n"
 
 
 @pytest.mark.root
