@@ -141,7 +141,7 @@ class RegistryCacheSource(ImportedCache):
                                          f"{kind}:{host}/{self.ref.path}")])
         store.index.record_compressed(entry.diff_id, compression, LOADED_LEVEL, layer.digest, layer.size)
         if entry.size is not None and store.index.layer_size(entry.diff_id) is None:
-            store.index.record_layer(entry.diff_id, entry.size)  # the size the exporting store describes it by
+            store.index.record_layer(entry.diff_id, entry.size)  # the size the exporter describes it by
         BlobLocations(store).record(host, self.ref.path, [layer.digest])
 
 

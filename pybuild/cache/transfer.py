@@ -28,8 +28,9 @@ The manifest (`application/vnd.oci.image.manifest.v1+json`) has as its config a 
 
 one entry per cache key, sorted by key: `diff_id` is the layer's uncompressed digest, `layer` the digest of
 its gzip blob, `size` the uncompressed size (optional: an importer that keeps the layer remote describes it
-by diffID and size, as the exporting store does, so both make the same manifest). The manifest's `layers` are those gzip blobs (`application/vnd.oci.image.layer.v1.tar+gzip`),
-each listed once even when several keys share a layer. The same entries always give the same bytes.
+by diffID and size, as the exporting store does, so both make the same manifest). The manifest's `layers`
+are those gzip blobs (`application/vnd.oci.image.layer.v1.tar+gzip`), each listed once even when several
+keys share a layer. The same entries always give the same bytes.
 A registry cache is this very manifest, pushed under the tag (`registrycache`).
 
 Export: layers are compressed through `images.layer_blob(store, diff_id, "gzip")`, so a layer is

@@ -6,7 +6,8 @@ Modules (import the one you need; this package imports nothing, so `pybuild.regi
 
     settings.py      which hosts may be reached over plain HTTP (`insecure_registries`, `is_insecure`)
     dockerconfig.py  ~/.docker/config.json: `Credentials`, `credentials_for`, `login`, `logout`
-    auth.py          WWW-Authenticate challenges, Basic headers, Bearer token requests, the token cache
+    auth.py          WWW-Authenticate challenges, Basic headers, Bearer token requests, the token cache,
+                     and `Authenticator` (one client's credentials, challenge and tokens)
     client.py        `RegistryClient` (manifests, blobs, uploads, mounts, tags) and `client_for(host)`
     wire.py          the client's helpers: media types, retry budgets, error texts, TLS settings
 

@@ -9,13 +9,12 @@ What it does:
 - Manifests by tag or digest (`Accept`: OCI manifest and index, Docker v2 manifest and manifest list),
   verified against the digest when fetched by digest; blobs streamed into the caller's writer and
   verified; uploads as POST then one streamed PUT (monolithic), or PATCH chunks then PUT for blobs larger
-  than `chunk_size` (`wire.UPLOAD_CHUNK`; a chunk is streamed from the source, never held in memory); cross-repository mounts (`?mount=&from=`: False when the registry opens an upload
-  instead, which is cancelled, or refuses access to the source); HEAD existence checks; tag lists
-  (`Link` pagination).
-- Authentication (`auth.py`): a request answered 401 teaches the client the registry's challenge; Basic
-  sends the credentials, Bearer fetches a token for the request's scopes (pull for reads, pull,push for
-  writes, plus pull on the source repository of a mount) and caches it per set of scopes. Credentials
-  come from the caller or, on the first challenge, from docker's config (`dockerconfig.credentials_for`).
+  than `chunk_size` (`wire.UPLOAD_CHUNK`; a chunk is streamed from the source, never held in memory);
+  cross-repository mounts (`?mount=&from=`: False when the registry opens an upload instead, which is
+  cancelled, or refuses access to the source); HEAD existence checks; tag lists (`Link` pagination).
+- Authentication (`auth.Authenticator`, one per client): credentials (the caller's, else docker's config's
+  on the first challenge), the challenge a 401 taught, Bearer tokens per set of scopes (pull to read,
+  pull,push to write, plus pull on a mount's source repository); the client sends its token requests.
 - Schemes: HTTPS; for an insecure host (`settings.is_insecure`: loopback, config file,
   `--insecure-registry`) HTTPS without certificate checks is tried first, and plain HTTP after a TLS or
   connection error, as docker does; the choice is kept for the client's life. Extra CAs and client
@@ -35,8 +34,8 @@ What it does:
   mismatch for blob sha256:...: got sha256:...". When `get_blob` raises, the bytes already written must
   be thrown away by the caller (e.g. a `BlobWriter` left uncommitted). No httpx exception leaves here.
 
-Module-level helpers (media types, the retry budget, error texts, TLS settings) live in `wire.py`, to keep
-this file about the protocol.
+Module-level helpers (media types, the retry budget, error texts, TLS settings) live in `wire.py`, and
+the authentication state and decisions in `auth.py`, to keep this file about the protocol.
 """
 
 from __future__ import annotations
@@ -57,18 +56,8 @@ import httpx
 from pybuild import __version__
 from pybuild.errors import RegistryError, StoreError
 from pybuild.registry import settings
-from pybuild.registry.auth import (
-    Challenge,
-    TokenCache,
-    basic_header,
-    parse_challenges,
-    parse_token_response,
-    pull_scope,
-    push_scope,
-    scope_key,
-    token_request,
-)
-from pybuild.registry.dockerconfig import Credentials, credentials_for
+from pybuild.registry.auth import Authenticator, TokenRequest, pull_scope, push_scope
+from pybuild.registry.dockerconfig import Credentials
 from pybuild.registry.wire import (
     ACCEPT_MANIFESTS,
     DIGEST_RE,
@@ -122,12 +111,8 @@ class RegistryClient:
         self.max_wait = MAX_WAIT
         self.sleep: Callable[[float], None] = time.sleep
         self._lock = threading.Lock()
-        self._credentials = credentials
-        self._credentials_known = credentials is not None
         self._scheme: str | None = None if self.insecure else "https"
-        self._challenge: Challenge | None = None
-        self._tokens = TokenCache()
-        self._token_locks: dict[tuple[str, ...], threading.Lock] = {}
+        self._auth = Authenticator(host, credentials, self._fetch_token)
         verify: ssl.SSLContext | bool = True
         if transport is None:
             verify = unverified_context() if self.insecure else ssl_context(self.api_host)
@@ -173,13 +158,6 @@ class RegistryClient:
     def _same_origin(self, url: str) -> bool:
         return httpx.URL(url).netloc.decode("ascii", "replace").lower() == self.api_host.lower()
 
-    def _credentials_for_host(self) -> Credentials | None:
-        with self._lock:
-            if not self._credentials_known:
-                self._credentials = credentials_for(self.host)
-                self._credentials_known = True
-            return self._credentials
-
     def _ref(self, repo: str, reference: str) -> str:
         separator = "@" if ":" in reference else ":"
         return f"{self.host}/{repo}{separator}{reference}"
@@ -213,61 +191,20 @@ class RegistryClient:
                 if self._scheme is None:
                     self._scheme = "https"
 
-    def _learn(self, response: httpx.Response) -> Challenge | None:
-        """Remember the registry's auth challenge from a 401 (Bearer preferred over Basic)."""
-        challenges = parse_challenges(response.headers.get_list("WWW-Authenticate"))
-        chosen = next((c for c in challenges if c.scheme == "bearer"), None)
-        chosen = chosen or next((c for c in challenges if c.scheme == "basic"), None)
-        if chosen is not None:
-            with self._lock:
-                self._challenge = chosen
-        return chosen
-
     def _denied(self, scopes: Sequence[str], detail: str) -> Denied:
-        creds = self._credentials_for_host()
-        hint = None if creds is not None else f"log in first: pybuild login {self.host}"
+        hint = None if self._auth.credentials() is not None else f"log in first: pybuild login {self.host}"
         what = " ".join(scopes) or "registry"
         return Denied(f"access to registry {self.host} denied: {what} ({detail})", detail, hint)
 
-    def _authorization(self, scopes: Sequence[str]) -> str | None:
-        with self._lock:
-            challenge = self._challenge
-        if challenge is None:
-            return None
-        if challenge.scheme == "basic":
-            creds = self._credentials_for_host()
-            return basic_header(creds) if creds is not None and creds.username else None
-        if challenge.scheme != "bearer":
-            return None
-        key = scope_key(scopes)
-        token = self._tokens.get(key)
-        if token is None:
-            with self._lock:
-                key_lock = self._token_locks.setdefault(key, threading.Lock())
-            with key_lock:  # one token request per scope set, however many threads want it
-                token = self._tokens.get(key) or self._fetch_token(challenge, key)
-        return "Bearer " + token
-
-    def _fetch_token(self, challenge: Challenge, key: tuple[str, ...]) -> str:
-        creds = self._credentials_for_host()
-        request = token_request(challenge, key, creds)
-        headers = {"Authorization": request.authorization} if request.authorization else {}
-        content: bytes | None = None
-        target = request.url
-        if request.params:  # built by hand: `scope` may repeat
-            target += ("&" if "?" in target else "?") + urllib.parse.urlencode(request.params)
-        if request.form:
-            content = urllib.parse.urlencode(request.form).encode("ascii")
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        response = self._send(request.method, target, headers=headers, content=content, auth=False,
-                              follow=True)
+    def _fetch_token(self, request: TokenRequest, scopes: tuple[str, ...]) -> bytes:
+        """Send a token request for `scopes`; the token server's answer (the `Authenticator`'s fetcher)."""
+        url, headers, body = request.encode()
+        response = self._send(request.method, url, headers=headers, content=body, auth=False, follow=True)
         if response.status_code in (401, 403):
-            raise self._denied(key, f"token server: {error_detail(response)}")
+            raise self._denied(scopes, f"token server: {error_detail(response)}")
         if response.status_code != 200:
             raise RegistryError(f"token server of registry {self.host} failed: {error_detail(response)}")
-        token = parse_token_response(response.content)
-        self._tokens.put(key, token)
-        return token.value
+        return response.content
 
     def _send(self, method: str, target: str, *, scopes: Sequence[str] = (),
               headers: dict[str, str] | None = None, content: bytes | Iterator[bytes] | None = None,
@@ -284,7 +221,7 @@ class RegistryClient:
             url = self._url(target)
             sent = dict(headers or {})
             if auth and self._same_origin(url):
-                authorization = self._authorization(scopes)
+                authorization = self._auth.authorization(scopes)
                 if authorization:
                     sent["Authorization"] = authorization
             try:
@@ -306,19 +243,10 @@ class RegistryClient:
             if auth and status == 401:
                 detail = error_detail(response)
                 response.close()
-                challenge = self._learn(response)
-                # Sending the same Basic credentials again would not help.
-                sent_basic = sent.get("Authorization", "").startswith("Basic ")
-                if reauthed or challenge is None or challenge.scheme not in ("basic", "bearer") or (
-                        challenge.scheme == "basic" and sent_basic):
+                challenge = self._auth.learn(response.headers.get_list("WWW-Authenticate"))
+                if reauthed or not self._auth.renew(challenge, scopes, sent.get("Authorization", "")):
                     raise self._denied(scopes, detail)
                 reauthed = True
-                if challenge.scheme == "bearer":
-                    used = sent.get("Authorization", "")
-                    if used.startswith("Bearer "):  # refused: fetch another (not one another thread just got)
-                        self._tokens.drop(scope_key(scopes), used[len("Bearer "):])
-                elif (creds := self._credentials_for_host()) is None or not creds.username:
-                    raise self._denied(scopes, detail)
                 if not replay:
                     raise Retriable(f"access to registry {self.host} needs a new authentication")
                 continue
@@ -370,7 +298,7 @@ class RegistryClient:
         """GET /v2/: the registry answers (an auth challenge counts as an answer, and is remembered)."""
         response = self._send("GET", "/v2/", auth=False)
         if response.status_code == 401:
-            self._learn(response)
+            self._auth.learn(response.headers.get_list("WWW-Authenticate"))
             return
         if response.status_code != 200:
             raise RegistryError(f"{self.host} is not a registry: GET /v2/ answered {error_detail(response)}")
@@ -383,7 +311,7 @@ class RegistryClient:
             return  # the registry needs no login; docker stores the credentials all the same
         if response.status_code != 401:
             raise RegistryError(f"{self.host} is not a registry: GET /v2/ answered {error_detail(response)}")
-        self._learn(response)
+        self._auth.learn(response.headers.get_list("WWW-Authenticate"))
         try:
             response = self._send("GET", "/v2/")
         except Denied as exc:
@@ -587,8 +515,8 @@ class RegistryClient:
                 length = min(chunk_size, size - offset)
                 headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length),
                            "Content-Range": f"{offset}-{offset + length - 1}"}
-                response = self._send("PATCH", url, scopes=scopes, headers=headers,
-                                      content=_stream(source, digest, offset, length, size, progress), replay=False)
+                body = _stream(source, digest, offset, length, size, progress)
+                response = self._send("PATCH", url, scopes=scopes, headers=headers, content=body, replay=False)
                 location = response.headers.get("Location", "")
                 if response.status_code in (404, 416):
                     detail = error_detail(response)

@@ -45,8 +45,8 @@ _STORE_SCHEMA: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX refs_digest ON refs (digest)",
     ),
     (  # version 2: blobs known to be elsewhere, fetched on first use (store/remote.py)
-        """CREATE TABLE remote_blobs (digest TEXT PRIMARY KEY, size INTEGER NOT NULL, media_type TEXT NOT NULL,
-                                      source TEXT NOT NULL, created REAL NOT NULL)""",
+        """CREATE TABLE remote_blobs (digest TEXT PRIMARY KEY, size INTEGER NOT NULL,
+                                      media_type TEXT NOT NULL, source TEXT NOT NULL, created REAL NOT NULL)""",
     ),
 )
 
@@ -289,7 +289,8 @@ class Index:
         now = time.time()
         with self.transaction() as c:
             c.executemany("""INSERT INTO blobs VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET
-                             size = excluded.size, media_type = coalesce(excluded.media_type, blobs.media_type),
+                             size = excluded.size,
+                             media_type = coalesce(excluded.media_type, blobs.media_type),
                              last_used = excluded.last_used""",
                           [(digest, size, media_type, now, now) for digest, size, media_type in blobs])
             c.executemany("INSERT INTO layers VALUES (?, ?, ?) "

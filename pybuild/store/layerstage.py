@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from pybuild.store.cas import BlobWriter
     from pybuild.store.store import Store
 
-__all__ = ["DownloadSink", "StagedDownload", "StagedLayer", "commit_downloads", "layer_known", "stage_download",
-           "stage_layer"]
+__all__ = ["DownloadSink", "StagedDownload", "StagedLayer", "commit_downloads", "layer_known",
+           "stage_download", "stage_layer"]
 
 _CHUNK = 1 << 20
 
@@ -81,7 +81,8 @@ def stage_download(store: Store, desc: Descriptor, diff_id: str, stack: ExitStac
     """
     compression = layer_compression(desc.media_type)
     if compression == "uncompressed" and desc.digest != diff_id:
-        raise StoreError(f"{where}: layer {name} does not match its diffID {diff_id} (content is {desc.digest})")
+        raise StoreError(f"{where}: layer {name} does not match its diffID {diff_id} "
+                         f"(content is {desc.digest})")
     writer = stack.enter_context(store.blobs.writer(hashed=False))
     out = DownloadSink(writer, compression, f"{where}: layer {name}", desc.media_type)
     fill(out)
