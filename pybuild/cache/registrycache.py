@@ -93,22 +93,16 @@ class RegistryCacheSource(ImportedCache):
             self._client = _client_for(self.ref)
         return self._client
 
-    def _read_entries(self) -> dict[str, CacheEntry]:
+    flag = "ref"
+
+    def _read_entries(self) -> dict[str, CacheEntry] | None:
         client = self._registry()
         found = client.head_manifest(self.ref.path, self.ref.digest or self.ref.tag_or_latest)
         if found is None:
             raise ConfigError(f"--cache-from ref {self.where}: not found",
                               hint="export one first with --cache-to type=registry,ref=REF")
         digest, media_type, size = found
-        try:
-            data = self._read_doc(Descriptor(media_type, digest, size))
-            entries = read_entries(data, media_type, self._read_doc)
-        except StoreError as exc:
-            raise StoreError(f"corrupt cache at {self.where}: {exc.message}") from None
-        if entries is None:
-            raise ConfigError(f"--cache-from ref {self.where} holds no pybuild build cache ({media_type})",
-                              hint="it was not written by pybuild build --cache-to")
-        return entries
+        return read_entries(self._read_doc(Descriptor(media_type, digest, size)), media_type, self._read_doc)
 
     def _read_doc(self, desc: Descriptor) -> bytes:
         """A manifest or a config, checked against `desc`."""

@@ -359,6 +359,8 @@ class ImportedCache(ABC):
     registry cache records where the blob is, `store.remote`, so it is fetched only if it is read).
     """
 
+    flag = "src"  # the --cache-from field naming `where`, for messages
+
     def __init__(self, where: str) -> None:
         self.where = where
         self._lock = threading.Lock()
@@ -382,8 +384,9 @@ class ImportedCache(ABC):
         return frozenset(self._load())
 
     @abstractmethod
-    def _read_entries(self) -> dict[str, CacheEntry]:
-        """The cache's entries by key (its index, read once)."""
+    def _read_entries(self) -> dict[str, CacheEntry] | None:
+        """The cache's entries by key (its index, read once; `read_entries`): None when what is there
+        holds no pybuild cache, StoreError when it is corrupt (`_load` says which cache)."""
 
     @abstractmethod
     def _bring(self, entry: CacheEntry, store: Store) -> None:
@@ -392,7 +395,14 @@ class ImportedCache(ABC):
     def _load(self) -> dict[str, CacheEntry]:
         with self._lock:
             if self._entries is None:
-                self._entries = self._read_entries()
+                try:
+                    entries = self._read_entries()
+                except StoreError as exc:
+                    raise StoreError(f"corrupt cache at {self.where}: {exc.message}") from None
+                if entries is None:
+                    raise ConfigError(f"--cache-from {self.flag} {self.where} holds no pybuild build cache",
+                                      hint="it was not written by pybuild build --cache-to")
+                self._entries = entries
             return self._entries
 
     def _layer_lock(self, digest: str) -> threading.Lock:
@@ -413,7 +423,7 @@ class LocalCacheSource(ImportedCache):
         super().__init__(spec.path)
         self.spec = spec
 
-    def _read_entries(self) -> dict[str, CacheEntry]:
+    def _read_entries(self) -> dict[str, CacheEntry] | None:
         return _read_cache(self.spec.path)
 
     def _bring(self, entry: CacheEntry, store: Store) -> None:
@@ -441,8 +451,9 @@ def open_cache_source(spec: CacheSpec) -> ImportedCache:
     return LocalCacheSource(spec)
 
 
-def _read_cache(root: str) -> dict[str, CacheEntry]:
-    """The entries of the cache layout at `root` (index.json → our manifest → its config)."""
+def _read_cache(root: str) -> dict[str, CacheEntry] | None:
+    """The entries of the cache layout at `root` (index.json → our manifest → its config); see
+    `ImportedCache._read_entries`."""
     try:
         with open(os.path.join(root, "index.json"), "rb") as f:
             data = f.read(DOC_LIMIT + 1)
@@ -451,14 +462,7 @@ def _read_cache(root: str) -> dict[str, CacheEntry]:
                           hint="export one with --cache-to type=local,dest=DIR") from None
     except OSError as exc:
         raise ConfigError(f"cannot read the cache at {root}: {exc.strerror or exc}") from None
-    try:
-        entries = read_entries(data, OCI_INDEX, lambda desc: _read_doc(root, desc))
-    except StoreError as exc:
-        raise StoreError(f"corrupt cache at {root}: {exc.message}") from None
-    if entries is None:
-        raise ConfigError(f"--cache-from src {root} holds no pybuild build cache",
-                          hint="it was not written by pybuild build --cache-to")
-    return entries
+    return read_entries(data, OCI_INDEX, lambda desc: _read_doc(root, desc))
 
 
 def read_entries(data: bytes, media_type: str,
