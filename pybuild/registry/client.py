@@ -48,6 +48,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 from typing import BinaryIO, Final
 
@@ -273,7 +274,7 @@ class RegistryClient:
         budget = self._budget()
         while True:
             response = self._send(method, target, scopes=scopes, headers=headers, stream=True, follow=True)
-            try:
+            with self._body(response, budget):
                 parts: list[bytes] = []
                 total = 0
                 for part in response.iter_bytes(READ_CHUNK):
@@ -282,12 +283,19 @@ class RegistryClient:
                         raise RegistryError(f"{what} is larger than {limit >> 20} MiB")
                     parts.append(part)
                 return response, b"".join(parts)
-            except httpx.TransportError as exc:
-                budget.wait(None, self._transport_error(exc))
-            except httpx.HTTPError as exc:
-                raise self._transport_error(exc) from exc
-            finally:
-                response.close()
+
+    @contextmanager
+    def _body(self, response: httpx.Response, budget: Budget) -> Iterator[None]:
+        """Reading `response`'s body: closed whatever happens; a connection lost mid-body waits for the next
+        retry and is swallowed (the caller's loop asks again); another httpx error is a RegistryError."""
+        try:
+            yield
+        except httpx.TransportError as exc:
+            budget.wait(None, self._transport_error(exc))
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        finally:
+            response.close()
 
     def _failure(self, what: str, response: httpx.Response, body: bytes | None = None) -> RegistryError:
         return RegistryError(f"cannot {what}: {error_detail(response, body)}")
@@ -395,7 +403,7 @@ class RegistryClient:
                 headers["Range"] = f"bytes={received}-"
             response = self._send("GET", f"/v2/{repo}/blobs/{digest}", scopes=(pull_scope(repo),),
                                   headers=headers, stream=True, follow=True)
-            try:
+            with self._body(response, budget):
                 if response.status_code == 416 and received:
                     use_range = False
                     budget.wait(None, self._failure(f"resume blob {digest}", response))
@@ -415,12 +423,6 @@ class RegistryClient:
                     if progress is not None:
                         progress(len(chunk))
                 break
-            except httpx.TransportError as exc:
-                budget.wait(None, self._transport_error(exc))
-            except httpx.HTTPError as exc:
-                raise self._transport_error(exc) from exc
-            finally:
-                response.close()
         if size is not None and received != size:
             raise RegistryError(f"blob {digest} is {received} bytes, expected {size}")
         got = f"{algorithm}:{hasher.hexdigest()}"
