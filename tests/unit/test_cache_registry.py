@@ -124,15 +124,6 @@ class FakeRegistry:
         return Descriptor("application/octet-stream", "sha256:" + digest, len(data))
 
 
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[Store, Store]]:
-    """Store A (three one-layer images) and an empty store B: two machines."""
-    a, b = Store.open(str(tmp_path / "a")), Store.open(str(tmp_path / "b"))
-    yield a, b
-    a.close()
-    b.close()
-
-
 def import_layers(store: Store, tmp_path: Path, names: dict[str, str]) -> dict[str, str]:
     """key → diffID of one distinct layer per (key, text) in `names`, imported into `store`."""
     out = {}

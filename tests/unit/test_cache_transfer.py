@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import tarfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,15 +123,6 @@ def make_tar(path: Path, files: dict[str, bytes]) -> str:
             info.size, info.mode, info.mtime = len(data), 0o644, 1
             tar.addfile(info, io.BytesIO(data))
     return str(path)
-
-
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[Store, Store]]:
-    """Store A (with three one-layer images) and an empty store B: two machines."""
-    a, b = Store.open(str(tmp_path / "a")), Store.open(str(tmp_path / "b"))
-    yield a, b
-    a.close()
-    b.close()
 
 
 @pytest.fixture
