@@ -182,12 +182,13 @@ def _commit_layer(store: Store, plain: BlobWriter, packed: BlobWriter | None, di
     from pybuild.store.images import LOADED_LEVEL
 
     _, size = plain.commit(diff_id)
-    store.index.record_blob(diff_id, size, layer_media_type("uncompressed"))
-    store.index.record_layer(diff_id, size)
+    blobs: list[tuple[str, int, str | None]] = [(diff_id, size, layer_media_type("uncompressed"))]
+    compressed: list[tuple[str, str, int, str, int]] = []
     if packed is not None:
         _, packed_size = packed.commit(digest)
-        store.index.record_blob(digest, packed_size, layer_media_type(compression))
-        store.index.record_compressed(diff_id, compression, LOADED_LEVEL, digest, packed_size)
+        blobs.append((digest, packed_size, layer_media_type(compression)))
+        compressed.append((diff_id, compression, LOADED_LEVEL, digest, packed_size))
+    store.index.record_many(blobs=blobs, layers=[(diff_id, size)], compressed=compressed)
 
 
 class _Tee(io.RawIOBase):
