@@ -37,10 +37,12 @@ _DRAIN = 1 << 20
 def _compressed_source(store: Store, diff_id: str) -> tuple[str, str] | None:
     """(blob digest, compression) of a compressed form of `diff_id`: a held blob before a remote one
     (`store.remote`, fetched when read), zstd before gzip (faster to read)."""
-    from pybuild.store.remote import has_blob
+    from pybuild.store.remote import remote_blob
 
-    rows = [row for row in store.index.compressed_forms(diff_id) if has_blob(store, row.digest)]
-    rows.sort(key=lambda row: (not store.blobs.exists(row.digest), row.compression != "zstd"))
+    forms = store.index.compressed_forms(diff_id)
+    rows = [row for row in forms if store.blobs.exists(row.digest)] or \
+        [row for row in forms if remote_blob(store, row.digest) is not None]
+    rows.sort(key=lambda row: row.compression != "zstd")
     return (rows[0].digest, rows[0].compression) if rows else None
 
 
