@@ -103,6 +103,8 @@ class _Build:
         self.warnings: list[str] = []
         self.names: dict[str, str] = {}
         self.resolver: Any = None  # the build's ImageResolver, made once the store is open
+        self.cache_from: list[Any] = []  # parsed --cache-from / --cache-to (transfer.CacheSpec), by `run`
+        self.cache_to: list[Any] = []
 
     def note(self, text: str) -> None:
         if self.sink is not None:
@@ -117,7 +119,7 @@ class _Build:
 
         request = self.request
         outputs = [parse_output(spec) for spec in request.outputs]
-        _check_cache_specs(request)
+        self.cache_from, self.cache_to = _cache_specs(request)
         _check_push(request)
         platform = _platform(request.platform)
         epoch = _epoch(request)
@@ -174,12 +176,12 @@ class _Build:
                           secrets=secrets)
 
         sources: list[Any] = []
-        if request.cache_from:
-            from pybuild.cache.transfer import open_cache_source, parse_cache_from
+        if self.cache_from:
+            from pybuild.cache.transfer import open_cache_source
 
-            for text in request.cache_from:
+            for spec in self.cache_from:
                 try:
-                    sources.append(open_cache_source(parse_cache_from(text)))
+                    sources.append(open_cache_source(spec))
                 except ConfigError as exc:  # BuildKit: a cache that is not there yet is a warning
                     self.warn(f"WARNING: {exc.message}; building without it")
         runner = StepRunner(store, make_worker, CacheIndex(store), ctx, no_cache=no_cache, epoch=epoch,
@@ -221,13 +223,12 @@ class _Build:
 
     def _export_cache(self, store: Any, runner: Any, image: Any) -> None:
         """`--cache-to`: mode=max exports every layer step of this build, mode=min only the image's."""
-        if not self.request.cache_to:
+        if not self.cache_to:
             return
-        from pybuild.cache.transfer import export_cache, parse_cache_to
+        from pybuild.cache.transfer import export_cache
 
         final = set(image.diff_ids)
-        for text in self.request.cache_to:
-            spec = parse_cache_to(text)
+        for spec in self.cache_to:
             entries = sorted((key, diff_id) for key, diff_id in runner.layers.items()
                              if spec.mode == "max" or diff_id in final)
             self.note(f"exporting cache to {spec.path} ({len(entries)} steps, mode={spec.mode})")
@@ -271,15 +272,15 @@ class _Build:
         return image
 
 
-def _check_cache_specs(request: BuildRequest) -> None:
-    """Bad `--cache-from`/`--cache-to` values fail before anything is built (a one-line ConfigError)."""
-    if request.cache_from or request.cache_to:
-        from pybuild.cache.transfer import parse_cache_from, parse_cache_to
+def _cache_specs(request: BuildRequest) -> tuple[list[Any], list[Any]]:
+    """The parsed `--cache-from` and `--cache-to` values (`transfer.CacheSpec`), parsed once, before
+    anything is built: a bad one is a one-line ConfigError."""
+    if not (request.cache_from or request.cache_to):
+        return [], []
+    from pybuild.cache.transfer import parse_cache_from, parse_cache_to
 
-        for text in request.cache_from:
-            parse_cache_from(text)
-        for text in request.cache_to:
-            parse_cache_to(text)
+    cache_from = [parse_cache_from(text) for text in request.cache_from]
+    return cache_from, [parse_cache_to(text) for text in request.cache_to]
 
 
 def _check_push(request: BuildRequest) -> None:
