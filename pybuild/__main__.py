@@ -1,3 +1,3 @@
-from pybuild.cli.main import main
+from pybuild.cli.main import run
 
-raise SystemExit(main())
+run()
