@@ -37,9 +37,13 @@ fi
 .venv/bin/python -m compileall -q pybuild >/dev/null
 
 # crun refuses cgroup v1 "hybrid" hosts whose cgroup2 hierarchy still holds controllers (here: hugetlb);
-# moving hugetlb to its own v1 hierarchy makes crun usable (runc works either way). Needs root; idempotent.
-if [ "$(id -u)" = 0 ] && [ -s /sys/fs/cgroup/unified/cgroup.controllers ] \
-   && ! mountpoint -q /sys/fs/cgroup/hugetlb 2>/dev/null; then
-  { mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb; } 2>/dev/null \
-    || echo "setup: warning: could not mount hugetlb as a cgroup v1 hierarchy; crun unusable, runc still fine" >&2
+# moving each such controller to its own v1 hierarchy makes crun usable (runc works either way). Needs root;
+# idempotent. The controllers file is read, not size-tested: cgroupfs files report a size of 0.
+controllers=$(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null || true)
+if [ "$(id -u)" = 0 ] && [ -n "$controllers" ]; then
+  for c in $controllers; do
+    mountpoint -q "/sys/fs/cgroup/$c" 2>/dev/null && continue
+    { mkdir -p "/sys/fs/cgroup/$c" && mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"; } 2>/dev/null \
+      || echo "setup: warning: could not mount the $c cgroup controller as a v1 hierarchy; crun unusable, runc still fine" >&2
+  done
 fi
