@@ -7,10 +7,11 @@ JSON bytes. Made by the planner (the built image's config) and read by the store
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from pybuild.digest import canonical_json
+from pybuild.errors import InternalError
 from pybuild.image._json import (
     Ctx,
     Pairs,
@@ -23,9 +24,9 @@ from pybuild.image._json import (
     top_object,
 )
 from pybuild.image.spec import Platform
-from pybuild.record import record
+from pybuild.record import record, replace
 
-__all__ = ["ContainerConfig", "Healthcheck", "History", "ImageConfig", "RootFS"]
+__all__ = ["ContainerConfig", "Healthcheck", "History", "ImageConfig", "RootFS", "align_history"]
 
 
 @record(kw_only=True)
@@ -161,6 +162,39 @@ def _read_history(data: Mapping[str, Any], ctx: Ctx) -> tuple[History, ...]:
                                author=inner.str_(obj, "author") or "", comment=inner.str_(obj, "comment") or "",
                                empty_layer=inner.bool_(obj, "empty_layer")))
     return tuple(entries)
+
+
+NO_BASE_HISTORY: Final = "pybuild: the base image has no history for this layer"
+
+
+def align_history(history: Sequence[History], layers: int, base_layers: int) -> tuple[History, ...]:
+    """`history` (the base image's entries, then this build's) made to name exactly `layers` layers.
+
+    `history` is optional in an OCI config and nothing forces a base's entries to match its layers, but
+    readers pair the non-empty entries with `rootfs.diff_ids` in order. The entries naming the last
+    `layers - base_layers` layers are this build's (the planner made them, one per layer: an InternalError
+    when they are not there); what the base's part names beyond its `base_layers` layers is marked
+    `empty_layer` (BuildKit's exporter does the same), and the layers it leaves unnamed get one placeholder
+    entry each (comment NO_BASE_HISTORY) right after its last layer entry. BuildKit's exporter
+    appends such entries at the end instead, since it no longer knows where the base ends; here every step of
+    the build stays paired with its own layer.
+    """
+    layered = [i for i, entry in enumerate(history) if not entry.empty_layer]
+    new = layers - base_layers
+    if new < 0 or len(layered) < new:
+        raise InternalError(f"the image history names {len(layered)} layers but the image has {layers}, "
+                            f"{new} of them made by this build")
+    named = len(layered) - new  # layer entries of the base's part
+    if named == base_layers:
+        return tuple(history)
+    split = layered[named - 1] + 1 if named else 0
+    base, own = list(history[:split]), tuple(history[split:])
+    if named > base_layers:
+        for i in layered[base_layers:named]:
+            base[i] = replace(base[i], empty_layer=True)
+    else:
+        base += [History(comment=NO_BASE_HISTORY)] * (base_layers - named)
+    return (*base, *own)
 
 
 @record(kw_only=True)

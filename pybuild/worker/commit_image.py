@@ -5,8 +5,9 @@ Who uses it: the build front door after the solver ran every op of the target; t
 Each new layer is stored once, uncompressed, as the blob named by its diffID (`layers` row), and the
 manifest names those blobs: compressed forms are made by exports and pushes (`images.layer_blob`, once per
 diffID), never by the build.
-The config is `plan.image` with the new diffIDs appended to the base's and `created` filled in (the plan
-leaves it None unless SOURCE_DATE_EPOCH is set); then the manifest, the `images` row, and the tags last,
+The config is `plan.image` with the new diffIDs appended to the base's, its history made to match the
+layers (`align_history`: a base may have no history, or history naming other layers than it has) and
+`created` filled in (the plan leaves it None unless SOURCE_DATE_EPOCH is set); then the manifest, the `images` row, and the tags last,
 so an interrupted commit leaves only unreferenced blobs for `prune`.
 
 The layers themselves were stored by the worker as each step finished (`Worker._step`); this module only
@@ -21,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pybuild.errors import InternalError
-from pybuild.image.config import RootFS
+from pybuild.image.config import RootFS, align_history
 from pybuild.image.spec import (
     OCI_CONFIG,
     OCI_MANIFEST,
@@ -56,17 +57,14 @@ def commit_image(store: Store, plan: Plan, results: Mapping[str, StepResult], ta
         # The target's layer stack: the base image's layers, then every layer of the stages it is built
         # FROM, then its own (the plan's rootfs only knows the base image's).
         diff_ids = target.diff_ids
-        history = tuple(h if h.created is not None else replace(h, created=stamp) for h in plan.image.history)
-        _check_history(history, diff_ids)
+        # A base without history (optional in OCI), or with history that does not match its layers, is
+        # used as it is: its part is padded or trimmed to its layer count, this build's entries follow.
+        # umoci cannot read an entry without `created`: each gets the image's time (BuildKit fills them too).
+        aligned = align_history(plan.image.history, len(diff_ids), len(plan.image.rootfs.diff_ids))
+        history = tuple(h if h.created is not None else replace(h, created=stamp) for h in aligned)
         image_config = replace(plan.image, created=stamp, rootfs=RootFS(diff_ids=diff_ids), history=history)
         return _store_image(store, image_config.to_bytes(), diff_ids, _platform(image_config.to_dict()),
                             stored_tags)
-
-
-def _check_history(history: Sequence[Any], diff_ids: Sequence[str]) -> None:
-    layered = sum(1 for h in history if not h.empty_layer)
-    if history and layered != len(diff_ids):
-        raise InternalError(f"the image history names {layered} layers but the image has {len(diff_ids)}")
 
 
 def _platform(config: Mapping[str, Any]) -> str:

@@ -10,8 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pybuild.errors import ConfigError, StoreError
-from pybuild.image.config import ContainerConfig, Healthcheck, History, ImageConfig, RootFS
+from pybuild.errors import ConfigError, InternalError, StoreError
+from pybuild.image.config import (
+    NO_BASE_HISTORY,
+    ContainerConfig,
+    Healthcheck,
+    History,
+    ImageConfig,
+    RootFS,
+    align_history,
+)
 from pybuild.image.spec import (
     Platform,
     format_rfc3339,
@@ -195,3 +203,50 @@ def test_source_date_epoch_errors(value: str) -> None:
 def test_format_rfc3339_shape(seconds: int) -> None:
     text = format_rfc3339(seconds)
     assert len(text) == 20 and text[10] == "T" and text.endswith("Z")
+
+
+# -------------------------------------------------------------------------------------------- history
+
+
+def _layered(history: tuple[History, ...]) -> list[str]:
+    return [h.created_by or h.comment for h in history if not h.empty_layer]
+
+
+RUN, COPY, ENV = History(created_by="RUN x"), History(created_by="COPY a /"), History(created_by="ENV A=1",
+                                                                                         empty_layer=True)
+
+
+def test_align_history_keeps_matching_history() -> None:
+    history = (History(created_by="ADD base"), ENV, RUN)
+    assert align_history(history, 2, 1) == history
+    assert align_history((), 0, 0) == ()
+
+
+def test_align_history_pads_a_base_without_history() -> None:
+    aligned = align_history((ENV, RUN, COPY), 5, 3)
+    assert aligned == (History(comment=NO_BASE_HISTORY),) * 3 + (ENV, RUN, COPY)
+    assert _layered(aligned) == [NO_BASE_HISTORY] * 3 + ["RUN x", "COPY a /"]
+    assert align_history((), 3, 3) == (History(comment=NO_BASE_HISTORY),) * 3  # FROM it and nothing else
+
+
+def test_align_history_pads_after_the_last_base_layer_entry() -> None:
+    base = (History(created_by="ADD one"), History(created_by="CMD sh", empty_layer=True))
+    aligned = align_history((*base, ENV, RUN), 4, 3)  # the case: history names 1 of 3 base layers
+    assert aligned == (base[0], *(History(comment=NO_BASE_HISTORY),) * 2, base[1], ENV, RUN)
+    assert _layered(aligned) == ["ADD one", NO_BASE_HISTORY, NO_BASE_HISTORY, "RUN x"]
+
+
+def test_align_history_marks_surplus_base_entries_empty() -> None:
+    base = tuple(History(created_by=f"ADD {i}") for i in range(4))
+    aligned = align_history((*base, RUN), 3, 2)
+    assert _layered(aligned) == ["ADD 0", "ADD 1", "RUN x"]
+    assert [h.created_by for h in aligned] == ["ADD 0", "ADD 1", "ADD 2", "ADD 3", "RUN x"]
+    assert aligned[2].empty_layer and aligned[3].empty_layer and not aligned[4].empty_layer
+    assert _layered(align_history((*base, RUN), 1, 0)) == ["RUN x"]  # a base claiming layers it has not
+
+
+def test_align_history_refuses_a_plan_that_lost_its_own_entries() -> None:
+    with pytest.raises(InternalError, match="names 1 layers but the image has 3, 2 of them made by this build"):
+        align_history((RUN,), 3, 1)
+    with pytest.raises(InternalError):
+        align_history((RUN,), 1, 2)
