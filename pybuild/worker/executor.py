@@ -4,7 +4,10 @@ Made for the worker's RUN implementation; the rootfs is the overlay mountpoint t
 prepared. For each call:
 
 1. a bundle dir `<store>/run/bundles/bundle-XXXX/` gets config.json (`spec.generate_spec`, root.path pointing
-   at the given rootfs) and the generated /etc/hosts, /etc/resolv.conf and /etc/hostname;
+   at the given rootfs) and the generated /etc/hosts, /etc/resolv.conf and /etc/hostname. config.json is
+   a symlink to `/proc/<pid>/fd/<n>`, a sealed memfd holding the spec: the process's env (which holds the
+   values of `--mount=type=secret,env=` secrets) is never in a file, and the symlink dangles once pybuild
+   is gone;
 2. `<runtime> --root <store>/run/<runtime>/ --log <bundle>/runtime.log run --bundle <bundle> <id>` starts in
    its own process group (a terminal's Ctrl-C reaches pybuild only, which then cleans up) with stdout and
    stderr on pipes. Without a terminal `runc run` hands its stdio straight to the container process, so two
@@ -12,7 +15,15 @@ prepared. For each call:
 3. the runtime exits with the process's status and removes the container itself.
 
 The runtime's state lives under a private `--root` shared by pybuild's runs (so `runc --root ... list` shows
-leftovers after a hard kill of pybuild), never in the system-wide /run/runc.
+leftovers after a hard kill of pybuild), never in the system-wide /run/runc. runc's state.json holds no
+env; crun copies the whole config.json into its state dir for the container's life, so the executor
+rewrites that copy with an empty env as soon as crun has written it (polled every millisecond: crun
+writes it ~5 ms after it starts, before the container runs). A pybuild killed in that window leaves the
+copy until the next build or `prune` reaps the container and its state dir.
+
+`reap_stale_runs` (every build, `pybuild prune`) kills and deletes the containers of dead builds, removes
+their bundles, and sweeps the secret dirs dead processes left (`secretfiles.sweep_stale`). A bundle's
+owner is the process holding the flock on its owner.json (`ownerlock`).
 
 Failure and cancellation (DESIGN.md "nothing leaks"): on a timeout, on `cancel` being set, on
 KeyboardInterrupt or any other exception, the `finally` block runs `<runtime> kill <id> KILL` (the pid
@@ -47,8 +58,10 @@ from types import FrameType
 from typing import IO
 
 from pybuild import paths
+from pybuild.digest import canonical_json
 from pybuild.errors import ConfigError, StepFailed
 from pybuild.record import record
+from pybuild.worker import ownerlock
 from pybuild.worker import spec as ocispec
 from pybuild.worker.types import HostMount, NetworkMode, OutputSink, ProcessSpec
 from pybuild.worker.users import resolve_user
@@ -56,6 +69,8 @@ from pybuild.worker.users import resolve_user
 TAIL_LINES = 20
 _TAIL_BYTES = 16384
 _POLL = 0.1
+_FAST_POLL = 0.001  # while waiting for a runtime's state copy of config.json (crun writes it in ~5 ms)
+_COPIES_CONFIG = ("crun",)  # runtimes that keep a copy of config.json in their state dir
 _CLEANUP_TIMEOUT = 10.0
 
 
@@ -135,67 +150,80 @@ def prepare_bundle(
     path = tempfile.mkdtemp(prefix="bundle-", dir=bundles)
     container_id = "pybuild-" + secrets.token_hex(8)
     owner = _own_bundle(path, runtime, container_id)
+    spec_fd = -1
     try:
         etc = ocispec.write_etc_files(path, network)
         config = ocispec.generate_spec(rootfs=rootfs, process=process, user=user, network=network,
                                        etc_files=etc, mounts=mounts)
-        with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as handle:
-            json.dump(config, handle)
+        # bytes that are not UTF-8 (a RUN line, an ENV value) as U+FFFD, as BuildKit's Go encoder writes
+        # them (json.dump's "\udcff" escapes: runc read them as U+FFFD, crun as CESU-8 bytes)
+        spec_fd = _spec_memfd(canonical_json(config))
+        os.symlink(f"/proc/{os.getpid()}/fd/{spec_fd}", os.path.join(path, "config.json"))
         yield Bundle(path=path, container_id=container_id, state_root=state_root(runtime))
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        if spec_fd >= 0:
+            os.close(spec_fd)
         os.close(owner)
 
 
+def _spec_memfd(data: bytes) -> int:
+    """A sealed memfd (close-on-exec, 0600) holding `data`: config.json in memory, so the process's env (a
+    secret's value) is in no file; the bundle's config.json is a symlink to it through /proc."""
+    fd = os.memfd_create("pybuild-config.json", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 _OWNER = "owner.json"
-_STALE_UNOWNED = 60.0  # seconds: a bundle dir without its owner file is a crash between mkdtemp and open
+_STALE_UNOWNED = 60.0  # seconds: a bundle dir without its owner file is a crash between mkdtemp and claim
 
 
 def _own_bundle(path: str, runtime: str, container_id: str) -> int:
-    """Write the bundle's owner file (runtime, container id) and hold a flock on it while the bundle lives:
-    a bundle whose lock is free belongs to a dead process (`reap_stale_runs`)."""
-    fd = os.open(os.path.join(path, _OWNER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.write(fd, json.dumps({"runtime": runtime, "id": container_id}).encode())
-    return fd
+    """Write the bundle's owner file (runtime, container id), locked while the bundle lives: a bundle whose
+    lock is free belongs to a dead process (`reap_stale_runs`)."""
+    return ownerlock.claim(path, _OWNER, json.dumps({"runtime": runtime, "id": container_id}).encode())
 
 
 def reap_stale_runs() -> int:
     """Kill and delete the containers of builds that died without cleaning up (kill -9 of pybuild: the
-    runtime runs in its own process group and outlives it), and remove their bundles. Returns how many.
+    runtime runs in its own process group and outlives it), remove their bundles, and sweep the secret dirs
+    dead processes left (`secretfiles.sweep_stale`). Returns how many bundles and dirs it removed.
 
     Called before a build runs its first step (and by `pybuild prune`), before snapshots are cleaned, so a
     dead build's RUN stops before its overlay is unmounted."""
+    from pybuild.worker.secretfiles import sweep_stale
+
+    reaped = sweep_stale()
     bundles = os.path.join(run_dir(), "bundles")
     try:
         names = os.listdir(bundles)
     except FileNotFoundError:
-        return 0
-    reaped = 0
+        return reaped
     for name in names:
         path = os.path.join(bundles, name)
+        fd = ownerlock.take_over(path, _OWNER, _STALE_UNOWNED)
+        if fd is None:
+            continue  # a live build's run (or too young to tell)
         try:
-            fd = os.open(os.path.join(path, _OWNER), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            with contextlib.suppress(OSError):
-                if time.time() - os.stat(path).st_mtime > _STALE_UNOWNED:
-                    shutil.rmtree(path, ignore_errors=True)
-                    reaped += 1
-            continue
-        except OSError:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a live build's run
-            with contextlib.suppress(OSError, ValueError):
-                owner = json.loads(os.read(fd, 4096) or b"{}")
-                _stop_container(str(owner.get("runtime", "runc")), str(owner.get("id", "")))
+            if fd >= 0:
+                with contextlib.suppress(OSError, ValueError):
+                    owner = json.loads(os.read(fd, 4096) or b"{}")
+                    _stop_container(str(owner.get("runtime", "runc")), str(owner.get("id", "")))
             shutil.rmtree(path, ignore_errors=True)
             reaped += 1
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
     return reaped
 
 
@@ -267,6 +295,10 @@ class _Run:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = os.path.join(bundle.path, "runtime.log")
         self.command = " ".join(process.args)
+        self.state_copy = ""
+        """The runtime's copy of config.json in its state dir, until its env is wiped ('' = none, or done)."""
+        if os.path.basename(binary) in _COPIES_CONFIG:
+            self.state_copy = os.path.join(bundle.state_root, bundle.container_id, "config.json")
 
     def base(self) -> list[str]:
         return [self.binary, "--root", self.bundle.state_root]
@@ -333,6 +365,8 @@ class _Run:
         try:
             while True:
                 slice_ = _POLL if cancel is not None else None
+                if self.state_copy and self.wipe_state_env():
+                    slice_ = _FAST_POLL if time.monotonic() - start < 1 else _POLL
                 if timeout is not None:
                     left = start + timeout - time.monotonic()
                     if left <= 0:
@@ -347,6 +381,33 @@ class _Run:
                     return self.proc.wait()
         finally:
             os.close(pidfd)
+
+    def wipe_state_env(self) -> bool:
+        """Empty the env of the runtime's copy of config.json (crun keeps one in its state dir for the
+        container's life, which would hold a secret's value): rewritten in place of the copy as soon as the
+        copy is complete. True while the copy is still to come."""
+        try:
+            with open(self.state_copy, "rb") as handle:
+                config = json.loads(handle.read())
+        except (OSError, ValueError):  # not there yet, or still being written
+            return True
+        self.state_copy, path = "", self.state_copy
+        process = config.get("process") if isinstance(config, dict) else None
+        if not isinstance(process, dict) or not process.get("env"):
+            return False
+        process["env"] = []
+        temp = path + ".pybuild"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, json.dumps(config).encode())
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+        except OSError:  # the container may be gone already, its state dir with it
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+        return False
 
     def join_readers(self) -> None:
         for thread in self.threads:

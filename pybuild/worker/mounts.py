@@ -7,8 +7,8 @@
     # take the layer diff only after the block: cleanup removes the mount stubs (see below)
 
 Everything prepared is undone when the block exits (also on error or while preparing): cache locks are
-released, throwaway overlays are unmounted, secret files and temp dirs are removed. Nothing is left in
-/proc/self/mountinfo or the temp dir.
+released, throwaway overlays are unmounted, secret files are dropped and temp dirs removed. Nothing is
+left in /proc/self/mountinfo or the temp dir.
 
 Per type (BuildKit's documented semantics unless said otherwise):
 
@@ -25,11 +25,15 @@ Per type (BuildKit's documented semantics unless said otherwise):
   work dirs over the source, unmounted and removed afterwards), a file or a directory where overlay cannot
   be mounted (not root, odd lower fs) gets a temp copy. Nothing reaches the source.
 * `tmpfs`: a tmpfs mount (`nosuid,nodev`, `size=` when given).
-* `secret`: id = `source` or `id` or basename of `target`; the value is written to a file in a 0700 temp dir
-  on /dev/shm (tmpfs: never on disk; the system temp dir when /dev/shm is missing), with `mode` (default
-  0400) and `uid`/`gid`, bind-mounted read-only at `target` (default `/run/secrets/<id>`); with `env` and
-  no `target` it is only an environment variable (`PreparedMounts.env`). A missing `required` secret is a
-  ConfigError naming the id; a missing optional one is skipped. Values appear in no repr and no message.
+* `secret`: id = `source` or `id` or basename of `target`. As a file, the value is written with `mode`
+  (default 0400) and `uid`/`gid` to memory that no path names: a file in a detached tmpfs (mounted
+  nowhere, held by a descriptor of this process, gone when the RUN ends or pybuild dies), which the runtime
+  bind-mounts read-only from `/proc/<pid>/fd/<fd>/<n>` at `target` (default `/run/secrets/<id>`). Where
+  the kernel refuses that, a 0700 dir on /dev/shm owned through a lock, which every build and `prune`
+  sweep once its process is dead (`secretfiles`). With `env`, it is an environment variable
+  (`PreparedMounts.env`; also a file when a `target` is given): the executor hands the runtime its spec
+  through a memfd, never a file on disk (`executor`). A missing `required` secret is a ConfigError naming
+  the id; a missing optional one is skipped. Values appear in no repr and no message.
 * `ssh`: not supported yet (a clear DockerfileError).
 
 Mount points. Targets are resolved inside the rootfs like `securejoin` (an absolute symlink restarts at
@@ -68,6 +72,7 @@ from pybuild.dockerfile.mounts import Mount
 from pybuild.errors import ConfigError, ContextError, DockerfileError, InternalError, StepFailed, UserError
 from pybuild.paths import store_root
 from pybuild.worker.rootfs_path import host_path, secure_join
+from pybuild.worker.secretfiles import SecretFiles
 from pybuild.worker.secrets import SecretStore
 from pybuild.worker.types import HostMount
 
@@ -237,7 +242,7 @@ class _Preparer:
         self.cache_root = cache_root
         self.stubs = _Stubs()
         self.env: list[str] = []
-        self._secret_dir: str | None = None
+        self._secret_files: SecretFiles | None = None
         self.workdir = "/"
         self.cancel: threading.Event | None = None
 
@@ -352,19 +357,11 @@ class _Preparer:
                          options=("rbind", "ro", "nosuid", "nodev", "noexec"))
 
     def _write_secret(self, value: bytes, mount: Mount, stack: ExitStack) -> str:
-        if self._secret_dir is None:
-            base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-            self._secret_dir = tempfile.mkdtemp(prefix="pybuild-secrets-", dir=base)  # mode 0700
-            stack.callback(shutil.rmtree, self._secret_dir, True)
-        fd, path = tempfile.mkstemp(dir=self._secret_dir)
-        try:
-            os.write(fd, value)
-            os.fchmod(fd, 0o400 if mount.mode is None else mount.mode)
-            if mount.uid or mount.gid:
-                os.fchown(fd, mount.uid or 0, mount.gid or 0)
-        finally:
-            os.close(fd)
-        return path
+        if self._secret_files is None:
+            self._secret_files = SecretFiles()
+            stack.callback(self._secret_files.close)
+        mode = 0o400 if mount.mode is None else mount.mode
+        return self._secret_files.add(value, mode=mode, uid=mount.uid or 0, gid=mount.gid or 0)
 
 
 # --- cache locking -------------------------------------------------------------------------------------

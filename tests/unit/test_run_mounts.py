@@ -16,6 +16,7 @@ import pytest
 
 from pybuild.dockerfile.mounts import Mount, parse_mount
 from pybuild.errors import ConfigError, ContextError, DockerfileError, StepFailed
+from pybuild.worker import secretfiles
 from pybuild.worker.mounts import PreparedMounts, prepare_mounts
 from pybuild.worker.rootfs_path import secure_join as resolve_in_root
 from pybuild.worker.secrets import SecretSpec, SecretStore, parse_secret_flag
@@ -341,7 +342,21 @@ def test_ssh_not_supported(env: Env) -> None:
 # secrets
 
 
-def test_secret_file_default_target_and_mode(env: Env) -> None:
+@pytest.fixture(params=["detached", "dir"])
+def secret_home(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where secret files go: a detached tmpfs (needs root and a kernel that binds from one) or the
+    fallback dir on /dev/shm (forced)."""
+    if request.param == "detached":
+        if not secretfiles.detached_mounts_work():
+            _root_or_skip()
+            pytest.skip("this kernel refuses bind mounts from a detached tmpfs")
+    else:
+        monkeypatch.setattr(secretfiles, "detached_mounts_work", lambda: False)
+    home: str = request.param
+    return home
+
+
+def test_secret_file_default_target_and_mode(env: Env, secret_home: str, made_temps: list[str]) -> None:
     with env.prepare("type=secret,id=tok") as prepared:
         (mount,) = prepared.host_mounts
         assert mount.destination == "/run/secrets/tok"
@@ -352,16 +367,27 @@ def test_secret_file_default_target_and_mode(env: Env) -> None:
         assert Path(mount.source).read_bytes() == SECRET
         assert not str(mount.source).startswith(str(env.rootfs))
         assert (env.rootfs / "run/secrets/tok").read_bytes() == b""  # an empty stub, never the value
+        if secret_home == "detached":  # no path names it: only this process's descriptor
+            assert mount.source.startswith(f"/proc/{os.getpid()}/fd/") and made_temps == []
+            device = f"{os.major(info.st_dev)}:{os.minor(info.st_dev)}"
+            mounted = [line.split()[2] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+            assert device not in mounted  # its tmpfs is mounted nowhere
+        else:
+            assert made_temps == [os.path.dirname(mount.source)] and made_temps[0].startswith("/dev/shm/")
         source = mount.source
-    assert not os.path.exists(source) and not os.path.exists(os.path.dirname(source))
+    assert not os.path.exists(source) and not os.path.exists(os.path.dirname(source) + "/0")
     assert not (env.rootfs / "run").exists()
 
 
-def test_secret_id_from_target_and_options(env: Env) -> None:
+def test_secret_id_from_target_and_options(env: Env, secret_home: str) -> None:
     with env.prepare("type=secret,target=/etc/tok,mode=0440,uid=0,gid=0") as prepared:
         (mount,) = prepared.host_mounts
         assert mount.destination == "/etc/tok"
         assert stat.S_IMODE(os.stat(mount.source).st_mode) == 0o440
+    if os.geteuid() == 0:
+        with env.prepare("type=secret,target=/etc/tok,mode=0404,uid=1234,gid=4321") as prepared:
+            info = os.stat(prepared.host_mounts[0].source)
+            assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o404, 1234, 4321)
 
 
 def test_secret_env_only_and_both(env: Env) -> None:
@@ -382,16 +408,32 @@ def test_secret_missing(env: Env) -> None:
     assert SECRET.decode() not in str(info.value)
 
 
-def test_failure_while_preparing_cleans_up(env: Env, made_temps: list[str]) -> None:
-    with pytest.raises(ConfigError):
-        env.prepare("type=secret,id=tok", "type=tmpfs,target=/a/b", "type=secret,id=absent,required")
+def test_failure_while_preparing_cleans_up(env: Env, made_temps: list[str], secret_home: str) -> None:
+    opened: list[int] = []
+    real = secretfiles._detached_tmpfs
+
+    def recording() -> int:
+        opened.append(real())
+        return opened[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(secretfiles, "_detached_tmpfs", recording)
+        with pytest.raises(ConfigError):
+            env.prepare("type=secret,id=tok", "type=tmpfs,target=/a/b", "type=secret,id=absent,required")
     assert not (env.rootfs / "a").exists() and not (env.rootfs / "run").exists()
-    assert [os.path.basename(path)[:16] for path in made_temps] == ["pybuild-secrets-"]  # checked: removed
+    if secret_home == "dir":
+        # checked by the fixture: removed
+        assert [os.path.basename(path)[:16] for path in made_temps] == ["pybuild-secrets-"]
+    else:
+        assert len(opened) == 1 and made_temps == []
+        with pytest.raises(OSError):  # the detached tmpfs's descriptor is closed
+            os.fstat(opened[0])
 
 
 def test_failure_while_preparing_removes_bind_and_tmpfs_stubs(
     env: Env, made_temps: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(secretfiles, "detached_mounts_work", lambda: False)  # the secret in a temp dir
     (env.rootfs / "existing").mkdir()
     os.utime(env.rootfs, (1000, 1000))
     # Give each stub's parent its own mtime (the clock is coarse): a parent's times must then be put back
