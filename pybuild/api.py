@@ -128,6 +128,8 @@ class _Build:
         from pybuild.store.store import Store
 
         with Store.open(request.store_root) as store, store.shared_lock():
+            for warning in store.warnings:  # what opening it repaired (directories open to other users)
+                self.warn(f"WARNING: {warning}")
             self.resolver = ImageResolver(store, pull=request.pull, report=self.note)
             memo = _planned(data, name, request, store, platform, epoch, self.resolver)
             plan = memo.plan

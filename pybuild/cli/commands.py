@@ -142,7 +142,10 @@ def _human_size(size: int) -> str:
 def _open_store() -> Store:
     from pybuild.store.store import Store
 
-    return Store.open()
+    store = Store.open()
+    for warning in store.warnings:  # what opening it repaired (store directories open to other users)
+        print(f"warning: {warning}", file=sys.stderr)
+    return store
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -300,16 +303,24 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_rmi(args: argparse.Namespace) -> int:
-    """`pybuild rmi [-f] NAME...`: remove names; every name is checked before any is removed."""
-    from pybuild.store.images import familiar_name, remove_image, resolve_image
+    """`pybuild rmi [-f] NAME...`: remove each name; one that cannot be removed is an error line and exit 1,
+    and the others are still removed (as docker does)."""
+    from pybuild.cli.render import render_error
+    from pybuild.errors import StoreError
+    from pybuild.store.images import familiar_name, remove_image
 
+    code = 0
     with _open_store() as store:
         for name in args.images:
-            resolve_image(store, name)
-        for name in args.images:
-            for removed in remove_image(store, name, force=args.force):
-                print(f"Untagged: {familiar_name(removed)}")
-    return 0
+            try:
+                removed = remove_image(store, name, force=args.force)
+            except StoreError as exc:
+                print(render_error(exc), file=sys.stderr)
+                code = 1
+                continue
+            for tag in removed:
+                print(f"Untagged: {familiar_name(tag)}")
+    return code
 
 
 def cmd_du(args: argparse.Namespace) -> int:

@@ -76,12 +76,12 @@ def _stderr(text: str) -> None:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     """`pybuild pull [--platform P] NAME`: prints the stored name."""
+    from pybuild.cli.commands import _open_store
     from pybuild.registry.pull import pull_image
     from pybuild.store.images import familiar_name
-    from pybuild.store.store import Store
 
     apply_insecure(args)
-    with Store.open() as store:
+    with _open_store() as store:
         result = pull_image(store, args.name, platform=args.platform, report=None if args.quiet else _stderr)
     if not args.quiet:
         _stderr(f"Digest: {result.image.manifest_digest}")
@@ -91,10 +91,10 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def cmd_push(args: argparse.Namespace) -> int:
     """`pybuild push NAME [DEST]`: prints the pushed manifest's digest."""
+    from pybuild.cli.commands import _open_store
     from pybuild.export.outputs import parse_output
     from pybuild.registry.push import check_push_name, push_image
     from pybuild.store.images import resolve_image
-    from pybuild.store.store import Store
 
     apply_insecure(args)
     dest = args.dest or args.name
@@ -104,7 +104,7 @@ def cmd_push(args: argparse.Namespace) -> int:
                                   f"oci-mediatypes={'true' if args.format == 'oci' else 'false'}"]
                                  + ([f"compression-level={args.compression_level}"]
                                     if args.compression_level is not None else [])))
-    with Store.open() as store:
+    with _open_store() as store:
         image = resolve_image(store, args.name)
         result = push_image(store, image, dest, compression=spec.compression, level=spec.compression_level,
                             oci_mediatypes=spec.use_oci_mediatypes, force=args.force_compression,

@@ -3,7 +3,8 @@
 A write goes to a temp file in `<root>/tmp/` (same filesystem), is hashed with sha256 in the same pass,
 fsynced, then `os.replace`d to its final name and the directory fsynced. A named blob is never rewritten:
 when it exists already the temp is discarded. So a reader sees a whole blob or none, even after kill -9 or
-power loss, and a full disk (ENOSPC/EDQUOT) leaves nothing but a clear `StoreError`.
+power loss, and a full or failing disk (ENOSPC/EDQUOT/EIO) leaves nothing but a clear `StoreError` naming the
+store and the free space (`store.diskspace`).
 
 Every writer holds an exclusive `flock` on its temp file until it is committed or removed; `clean_temps`
 removes only temps it can lock itself, so it never takes a file from a live writer (a temp left by a killed
@@ -13,7 +14,6 @@ window between creating the file and locking it.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import io
@@ -25,10 +25,10 @@ from types import TracebackType
 from typing import BinaryIO
 
 from pybuild.errors import StoreError
+from pybuild.store.diskspace import disk_fault
 
 CHUNK = 1 << 20
 _HEX = re.compile(r"[0-9a-f]{64}")
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def parse_digest(digest: str) -> str:
@@ -213,16 +213,16 @@ class BlobStore:
         self.root = root
         self.blob_dir = os.path.join(root, "blobs", "sha256")
         self.tmp_dir = os.path.join(root, "tmp")
+        # `Store.open` made them private (`store.private`) already; an OCI layout (a cache export) keeps
+        # the umask's modes, as any output
         os.makedirs(self.blob_dir, exist_ok=True)
         os.makedirs(self.tmp_dir, exist_ok=True)
 
     def translate(self, exc: OSError, doing: str) -> StoreError:
-        """A StoreError for an OS error while writing (full disk said plainly)."""
-        if exc.errno in _NO_SPACE:
-            what = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
-            return StoreError(f"{what} while {doing} to {self.root}",
-                              hint="free some space, or run `pybuild prune`")
-        return StoreError(f"error while {doing} to {self.root}: {exc}")
+        """A StoreError for an OS error while writing (a full or failing disk said plainly, with the free
+        space)."""
+        fault = disk_fault(exc, self.root, f"{doing} to")
+        return fault or StoreError(f"error while {doing} to {self.root}: {exc}")
 
     # writing
 

@@ -24,8 +24,10 @@ from typing import Any
 from pybuild.errors import StoreError
 from pybuild.record import record
 from pybuild.store.cas import parse_digest
+from pybuild.store.diskspace import FULL_HINT, IO_HINT, free_bytes, free_space
 
 BUSY_TIMEOUT_MS = 60_000
+_NEARLY_FULL = 1 << 20  # bytes free under which SQLite's "disk I/O error" is taken for a full disk
 
 _STORE_SCHEMA: tuple[tuple[str, ...], ...] = (
     (  # version 1
@@ -166,9 +168,21 @@ class Index:
                 time.sleep(0.01)
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
+        """A StoreError for a SQLite error: a full disk (SQLITE_FULL, or SQLITE_IOERR with under 1 MiB free:
+        what SQLite says when its shared-memory file cannot grow) and any other failed read or write
+        (SQLITE_IOERR) name the index and the free space, with a hint."""
         text = str(exc)
-        if "disk is full" in text or "no space" in text.lower():
-            return StoreError(f"no space left on device while writing the store index {self.path}")
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+        if code == sqlite3.SQLITE_IOERR:  # SQLite does not say the errno: a (nearly) full disk is the usual one
+            free = free_bytes(self.path)
+            if free is not None and free < _NEARLY_FULL:
+                code = sqlite3.SQLITE_FULL
+            else:
+                return StoreError(f"disk I/O error in the store index {self.path} ({free_space(self.path)})",
+                                  hint=IO_HINT)
+        if code == sqlite3.SQLITE_FULL or "disk is full" in text:
+            return StoreError(f"no space left on device while writing the store index {self.path} "
+                              f"({free_space(self.path)})", hint=FULL_HINT)
         return StoreError(f"store index error in {self.path}: {text}")
 
     @contextmanager
@@ -184,7 +198,10 @@ class Index:
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolled back itself (a full disk, an I/O error); `exc` says why
             if isinstance(exc, sqlite3.Error):
                 raise self._error(exc) from exc
             raise

@@ -6,6 +6,11 @@ Layout under the root ($PYBUILD_ROOT or ~/.local/share/pybuild):
     tmp/                 temp files of blobs being written (same filesystem, so os.replace is atomic)
     index.db             the SQLite index (index.py)
     lock                 the flock builds share and prune takes exclusively (lock.py)
+    snapshots/           unpacked layers and build steps (worker/snapshots.py)
+    cache-mounts/, run/  RUN --mount=type=cache directories; the OCI bundles and runtime state of RUN steps
+
+The root and the directories that hold image filesystems are 0700, created so and repaired on open
+(`private.py`): an image's setuid files and device nodes must not be reachable by other local users.
 
 Reachability (prune, du): a blob is referenced when a tag or a root reaches it through manifests and
 indexes: `config`, `layers`, `manifests` and `blobs` descriptors of any JSON blob reached; a layer blob also
@@ -27,11 +32,16 @@ from pybuild.errors import StoreError
 from pybuild.paths import store_root
 from pybuild.record import record
 from pybuild.store.cas import BlobStore
+from pybuild.store.diskspace import disk_fault
 from pybuild.store.index import Index
 from pybuild.store.lock import StoreLock
+from pybuild.store.private import secure_dirs
 
 # Manifests, indexes and configs are small; bigger blobs are layers and never parsed for children.
 _PARSE_LIMIT = 4 << 20
+# Made 0700 on open (the root first): every directory that holds, or holds a way to, image filesystems.
+PRIVATE_DIRS = ("", "blobs", "blobs/sha256", "tmp", "snapshots", "snapshots/layers", "snapshots/steps",
+                "snapshots/active", "snapshots/tmp", "cache-mounts", "run")
 
 
 @record
@@ -60,7 +70,8 @@ class Usage:
 
 @record
 class Problem:
-    """A finding of `Store.verify_all()`: `kind` is `corrupt`, `missing` or `unreadable`."""
+    """A finding of `Store.verify_all()`: `kind` is `corrupt`, `missing`, `unreadable` or `broken` (a tagged
+    image with a layer the store cannot give)."""
 
     kind: str
     digest: str
@@ -85,26 +96,35 @@ class _BlobInfo:
 
 
 class Store:
-    """One store root: `.blobs` (BlobStore), `.index` (Index), `.lock` (StoreLock). Made by `Store.open`."""
+    """One store root: `.blobs` (BlobStore), `.index` (Index), `.lock` (StoreLock). Made by `Store.open`.
 
-    def __init__(self, root: str, blobs: BlobStore, index: Index, lock: StoreLock) -> None:
+    `warnings`: lines for the user about what opening it found and repaired (directories open to other
+    users); whoever opened it shows them (the CLI on stderr, a build as warnings).
+    """
+
+    def __init__(self, root: str, blobs: BlobStore, index: Index, lock: StoreLock,
+                 warnings: tuple[str, ...] = ()) -> None:
         self.root = root
         self.blobs = blobs
         self.index = index
         self.lock = lock
+        self.warnings = warnings
 
     @classmethod
     def open(cls, root: str | None = None) -> Store:
-        """Open (creating it if needed) the store at `root` (default `store_root()`); removes temp files
-        left by killed writers."""
+        """Open (creating it if needed) the store at `root` (default `store_root()`); makes its directories
+        private (`PRIVATE_DIRS`, repaired with a warning when found open); removes temp files left by
+        killed writers."""
         root = os.path.abspath(root or store_root())
         try:
-            os.makedirs(root, exist_ok=True)
+            warning = secure_dirs(os.path.join(root, sub) if sub else root for sub in PRIVATE_DIRS)
             blobs = BlobStore(root)
         except OSError as exc:
-            raise StoreError(f"cannot create the store at {root}: {exc.strerror or exc}") from exc
+            fault = disk_fault(exc, root, "creating the store at")
+            raise fault or StoreError(f"cannot create the store at {root}: {exc.strerror or exc}") from exc
         blobs.clean_temps()
-        return cls(root, blobs, Index(os.path.join(root, "index.db")), StoreLock(os.path.join(root, "lock")))
+        return cls(root, blobs, Index(os.path.join(root, "index.db")), StoreLock(os.path.join(root, "lock")),
+                   (warning,) if warning else ())
 
     def close(self) -> None:
         self.index.close()
@@ -255,7 +275,24 @@ class Store:
         for where, digest in self._index_references():
             if digest not in available:
                 problems.append(Problem("missing", digest, f"{where} points at missing blob {digest}"))
+        problems.extend(self._broken_images(available))
         return problems
+
+    def _broken_images(self, available: set[str]) -> Iterator[Problem]:
+        """A tagged image with a layer the store cannot give (no tar, no compressed form, no remote row):
+        a layer dropped after failing its check, or blobs removed behind the store's back."""
+        from pybuild.store.images import familiar_name, read_image
+
+        for tag in self.index.list_tags():
+            try:
+                image = read_image(self, tag.digest)
+            except StoreError:
+                continue  # a missing or corrupt manifest or config: reported as a blob problem
+            for diff_id in image.diff_ids:
+                if diff_id not in available:
+                    yield Problem("broken", diff_id,
+                                  f"image {familiar_name(tag.name)} ({tag.digest}) is not whole: the store has "
+                                  f"no form of its layer {diff_id} (pull or build it again)")
 
     def _index_references(self) -> Iterable[tuple[str, str]]:
         for tag in self.index.list_tags():

@@ -3,7 +3,8 @@
 Who makes them: the worker, for every FROM image and RUN step. Who uses them: the executor (the mounted
 rootfs), file ops (write into the upper through the mount), the exporter (`export_layer`, lazily).
 
-Layout under `<store root>/snapshots/`:
+Layout under `<store root>/snapshots/` (it and its directories but `empty/` mode 0700, `store.private`: the
+layers keep their setuid files and device nodes, which no other local user may reach):
 
     layers/<chain hex>/fs         one unpacked layer, keyed by its OCI chainID; overlay whiteouts (0/0 char
                                   devices) and opaque xattrs stand for the layer's `.wh.` entries
@@ -45,6 +46,8 @@ from pybuild.errors import InternalError, StoreError
 from pybuild.record import record
 from pybuild.store.apply import _Applier, _components
 from pybuild.store.compress import Writable
+from pybuild.store.diskspace import disk_fault, disk_faults
+from pybuild.store.private import make_private_dir
 from pybuild.store.store import Store
 from pybuild.store.tarlayer import iter_layer
 from pybuild.worker import overlay
@@ -96,9 +99,12 @@ def _hex(digest: str) -> str:
 
 
 def _syncfs(path: str) -> None:
+    """Flush the filesystem of `path`; an error writing it back (EIO, ENOSPC: Linux 5.8+) is an OSError."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        _libc.syncfs(fd)
+        if _libc.syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), path)
     finally:
         os.close(fd)
 
@@ -139,8 +145,11 @@ def unpack_layer(stream: IO[bytes], target: str) -> None:
             else:
                 applier.apply(entry, content)
         except OSError as exc:
-            raise StoreError(f"cannot unpack layer entry {entry.path!r}: {exc.strerror or exc}") from exc
-    applier.finish()
+            fault = disk_fault(exc, target, f"unpacking layer entry {entry.path!r} into")
+            message = f"cannot unpack layer entry {entry.path!r}: {exc.strerror or exc}"
+            raise fault or StoreError(message) from exc
+    with disk_faults(target, "unpacking a layer into"):
+        applier.finish()
 
 
 def open_layer(store: Store, diff_id: str) -> IO[bytes]:
@@ -168,8 +177,10 @@ class Snapshots:
 
     def __init__(self, root: str) -> None:
         self.root = root
-        for sub in ("layers", "steps", "active", "tmp", "locks", "empty"):
-            os.makedirs(os.path.join(root, sub), exist_ok=True)
+        make_private_dir(root)  # 0700: the image filesystems below keep their own modes (`store.private`)
+        for sub in ("layers", "steps", "active", "tmp", "locks"):
+            make_private_dir(os.path.join(root, sub))
+        os.makedirs(os.path.join(root, "empty"), exist_ok=True)
         self._active_locks: dict[str, _Flock] = {}
 
     @classmethod
@@ -225,7 +236,8 @@ class Snapshots:
         guard = _Flock(os.path.join(self.root, "lock"), fcntl.LOCK_SH)
         try:
             tmp = os.path.join(self.root, "tmp", f"{hexid}.{secrets.token_hex(4)}")
-            os.mkdir(tmp)
+            with disk_faults(self.root, "unpacking a layer into"):
+                os.mkdir(tmp)
         finally:
             guard.close()
         try:
@@ -237,7 +249,9 @@ class Snapshots:
             os.rename(tmp, final)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise StoreError(f"cannot unpack layer {meta['diff_id']}: {exc.strerror or exc}") from exc
+            diff_id = meta["diff_id"]
+            fault = disk_fault(exc, tmp, f"unpacking layer {diff_id} into")
+            raise fault or StoreError(f"cannot unpack layer {diff_id}: {exc.strerror or exc}") from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -262,15 +276,17 @@ class Snapshots:
         root = os.path.join(self.root, "active", active_id)
         guard = _Flock(os.path.join(self.root, "lock"), fcntl.LOCK_SH)
         try:
-            os.mkdir(root)
-            self._active_locks[active_id] = _Flock(os.path.join(root, "lock"), fcntl.LOCK_EX)
+            with disk_faults(self.root, "preparing a build step in"):
+                os.mkdir(root)
+                self._active_locks[active_id] = _Flock(os.path.join(root, "lock"), fcntl.LOCK_EX)
         finally:
             guard.close()
         active = ActiveSnapshot(active_id, tuple(parents), root, os.path.join(root, "upper"),
                                 os.path.join(root, "work"), os.path.join(root, "rootfs"))
         try:
-            for path in (active.upper, active.work, active.rootfs):
-                os.mkdir(path, 0o755)
+            with disk_faults(self.root, "preparing a build step in"):
+                for path in (active.upper, active.work, active.rootfs):
+                    os.mkdir(path, 0o755)
             if mount:
                 overlay.mount_overlay(active.rootfs, lowers, active.upper, active.work)
         except BaseException:
@@ -293,9 +309,10 @@ class Snapshots:
             raise InternalError(f"snapshot {active.id} is not active")
         overlay.unmount(active.rootfs)
         step = os.path.join(self.root, "steps", active.id)
-        os.mkdir(step)
-        _write_json(os.path.join(step, "meta.json"), {"parents": list(active.parents)})
-        os.rename(active.upper, os.path.join(step, "fs"))
+        with disk_faults(self.root, "committing a build step in"):
+            os.mkdir(step)
+            _write_json(os.path.join(step, "meta.json"), {"parents": list(active.parents)})
+            os.rename(active.upper, os.path.join(step, "fs"))
         self._discard(active)
         return self.get(active.id)
 
@@ -317,10 +334,11 @@ class Snapshots:
             if os.path.isdir(final):
                 self.remove(step_id)
             else:
-                _write_json(os.path.join(step, "meta.json"),
-                            {"chain_id": chain, "diff_id": diff_id, "parent": parent})
-                _syncfs(step)
-                os.rename(step, final)
+                with disk_faults(self.root, "committing a build step in"):
+                    _write_json(os.path.join(step, "meta.json"),
+                                {"chain_id": chain, "diff_id": diff_id, "parent": parent})
+                    _syncfs(step)
+                    os.rename(step, final)
         finally:
             lock.close()
         return self.get(chain)

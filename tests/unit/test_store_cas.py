@@ -6,6 +6,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -160,7 +161,7 @@ def test_delete(blobs: BlobStore) -> None:
 
 
 @pytest.mark.parametrize("code,text", [(errno.ENOSPC, "no space left on device"),
-                                       (errno.EDQUOT, "disk quota exceeded")])
+                                       (errno.EDQUOT, "disk quota exceeded"), (errno.EIO, "I/O error")])
 def test_no_space_is_clear_and_leaves_nothing(
     blobs: BlobStore, monkeypatch: pytest.MonkeyPatch, code: int, text: str
 ) -> None:
@@ -170,7 +171,9 @@ def test_no_space_is_clear_and_leaves_nothing(
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(StoreError) as info:
         blobs.put_bytes(b"data" * 1000)
-    assert str(info.value) == f"{text} while committing blob to {blobs.root}"
+    assert re.fullmatch(rf"{text} while committing blob to {re.escape(blobs.root)} \([0-9.]+ [KMGT]?i?B free\)",
+                        str(info.value)), str(info.value)
+    assert "prune" in (info.value.hint or "")
     assert os.listdir(blobs.tmp_dir) == []
     assert list(blobs.iter_digests()) == []
 
