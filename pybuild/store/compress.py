@@ -187,6 +187,21 @@ def detect_compression(head: bytes) -> str:
     return "uncompressed"
 
 
+def compression_mismatch(head: bytes, expected: str) -> str | None:
+    """None when the first bytes `head` of a blob are what `expected` ('gzip', 'zstd', 'uncompressed')
+    says; else what is wrong, to follow "layer X " in a message: `is not a gzip stream: it starts with
+    3f a0 11 02`, `is a zstd stream, not gzip`, `is a gzip stream, not an uncompressed tar`."""
+    found = detect_compression(head)
+    if found == expected:
+        return None
+    if expected == "uncompressed":
+        return f"is a {found} stream, not an uncompressed tar"
+    if found == "uncompressed":
+        starts = f"it starts with {head[:4].hex(' ')}" if head else "it is empty"
+        return f"is not a {expected} stream: {starts}"
+    return f"is a {found} stream, not {expected}"
+
+
 class _DecompressRaw(io.RawIOBase):
     """Raw reader over a gzip (multi-member) or zstd (multi-frame) stream; truncation is an error."""
 

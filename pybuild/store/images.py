@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ExportedManifest", "ImageSummary", "StoredImage", "apply_image", "import_rootfs", "layer_blob",
     "list_images", "manifest_for_export", "remove_image", "resolve_image", "store_manifest",
-    "tag_image", "write_flat_tar",
+    "tag_image", "untag_layer_users", "write_flat_tar",
 ]
 
 LOADED_LEVEL = -1  # level of a compressed blob taken as-is from an archive
@@ -263,6 +263,20 @@ def remove_image(store: Store, name: str, force: bool = False) -> list[str]:
     for tag in tags:
         store.index.remove_tag(tag)
     return tags
+
+
+def untag_layer_users(store: Store, diff_id: str) -> list[str]:
+    """Remove every tag whose image has layer `diff_id` (the store lost it: `store.layerread`); returns
+    the removed tag names."""
+    removed = []
+    for tag in store.index.list_tags():
+        try:
+            uses = diff_id in read_image(store, tag.digest).diff_ids
+        except StoreError:
+            continue  # not an image manifest, or its blobs are gone: `du --verify` reports that
+        if uses and store.index.remove_tag(tag.name):
+            removed.append(tag.name)
+    return removed
 
 
 def list_images(store: Store) -> list[ImageSummary]:

@@ -10,8 +10,11 @@ came in; its diffID (the digest of the decompressed tar, which the image config 
 by whichever reader decompresses it first and every one after: the bytes are hashed as they are read, and
 at the end of the stream a mismatch is a StoreError naming the layer. The reader's maker throws away what
 it was making (a snapshot, an export), and the compressed row is dropped, so the store no longer counts
-the layer as present and the next pull downloads it again. A check that passed records the `layers` row
-(the uncompressed size).
+the layer as present and the next pull downloads it again. The same goes for a compressed form whose first
+bytes are not what its row says (a remote blob is fetched without a look at them) and for a corrupt or
+truncated stream. When the store has no other form of the layer, the images using it are untagged (the
+error names them): an image that cannot be had whole does not stay listed, and a build on its name pulls
+it again. A check that passed records the `layers` row (the uncompressed size).
 
 A reader that stops early (a tar reader stops at the end-of-archive blocks) still has the whole blob
 checked: leaving its `with` block without an error reads the rest first.
@@ -55,7 +58,7 @@ def layer_present(store: Store, diff_id: str) -> bool:
 def read_layer(store: Store, diff_id: str) -> LayerReader:
     """A reader of layer `diff_id`'s uncompressed tar, checked against `diff_id` (see the module
     docstring); StoreError when the store has no form of it."""
-    from pybuild.store.compress import decompress_stream
+    from pybuild.store.compress import compression_mismatch, decompress_stream
     from pybuild.store.remote import open_blob
 
     if store.blobs.exists(diff_id):
@@ -66,10 +69,26 @@ def read_layer(store: Store, diff_id: str) -> LayerReader:
     digest, compression = found
     raw = open_blob(store, digest)
     try:
+        wrong = compression_mismatch(raw.peek(4)[:4], compression)  # type: ignore[attr-defined]
+        if wrong is not None:  # a remote blob is fetched without a look at its first bytes
+            raise _broken(store, diff_id, digest, f"blob {digest} {wrong}")
         return LayerReader(store, diff_id, decompress_stream(raw, compression), digest)
     except BaseException:
         raw.close()
         raise
+
+
+def _broken(store: Store, diff_id: str, blob: str, why: str) -> StoreError:
+    """Drop the compressed form `blob` of layer `diff_id`, which failed its check, and untag the images
+    that use the layer: without it they are not whole, and a tag that stays would hide that (a build on
+    it would fail again, `pybuild images` would list it). The error says so and to pull them again."""
+    from pybuild.store.images import familiar_name, untag_layer_users
+
+    store.index.forget_compressed(blob)
+    untagged = untag_layer_users(store, diff_id) if not layer_present(store, diff_id) else []
+    lost = f"; untagged {', '.join(map(familiar_name, untagged))}" if untagged else ""
+    return StoreError(f"layer {diff_id} {why} (the layer is dropped{lost})",
+                      hint=f"pull the {'images' if len(untagged) > 1 else 'image'} again")
 
 
 class LayerReader(io.RawIOBase, BinaryIO):  # BinaryIO: typed as the binary file it is
@@ -87,7 +106,14 @@ class LayerReader(io.RawIOBase, BinaryIO):  # BinaryIO: typed as the binary file
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        n = self._source.readinto(view)  # type: ignore[attr-defined]
+        try:
+            n = self._source.readinto(view)  # type: ignore[attr-defined]
+        except StoreError as exc:  # a corrupt or truncated compressed stream: the blob is no good
+            if self._blob is None or self._checked:
+                raise
+            self._checked = True
+            raise _broken(self._store, self._diff_id, self._blob, f"cannot be read: blob {self._blob} is a "
+                          f"{exc.message}") from None
         if n:
             self._hash.update(view[:n])
             self._size += n
@@ -103,9 +129,8 @@ class LayerReader(io.RawIOBase, BinaryIO):  # BinaryIO: typed as the binary file
             if self._blob is None:
                 raise StoreError(f"corrupt blob: {self._diff_id} at {store.blobs.path(self._diff_id)} has "
                                  f"content {actual}")
-            store.index.forget_compressed(self._blob)
-            raise StoreError(f"layer {self._diff_id} does not match its diffID: blob {self._blob} "
-                             f"decompresses to {actual} (the layer is dropped; pull the image again)")
+            raise _broken(store, self._diff_id, self._blob,
+                          f"does not match its diffID: blob {self._blob} decompresses to {actual}")
         if self._blob is not None and store.index.layer_size(self._diff_id) is None:
             store.index.record_layer(self._diff_id, self._size)
 

@@ -132,11 +132,11 @@ class DownloadSink:
             self._check()
 
     def _check(self) -> None:
-        from pybuild.store.compress import detect_compression
+        from pybuild.store.compress import compression_mismatch
 
-        found = detect_compression(self.head)
-        if found != self.compression:
-            raise StoreError(f"{self.what} is {found}, but its media type says {self.media_type}")
+        wrong = compression_mismatch(self.head, self.compression)
+        if wrong is not None:
+            raise StoreError(f"{self.what} {wrong} (its media type says {self.media_type})")
 
 
 def stage_layer(store: Store, raw: IO[bytes], desc: Descriptor | None, diff_id: str, stack: ExitStack, *,
@@ -147,12 +147,13 @@ def stage_layer(store: Store, raw: IO[bytes], desc: Descriptor | None, diff_id: 
     Errors are StoreErrors `"{where}: layer {name} ..."` (`where`: "cannot load x.tar", "cannot pull REF").
     Callers skip layers the store has already (`layer_known`) before opening them.
     """
-    from pybuild.store.compress import decompress_stream, detect_compression
+    from pybuild.store.compress import compression_mismatch, decompress_stream, detect_compression
 
     head = raw.read(4)
     compression = detect_compression(head)
-    if desc is not None and layer_compression(desc.media_type) != compression:
-        raise StoreError(f"{where}: layer {name} is {compression}, but its media type says {desc.media_type}")
+    wrong = compression_mismatch(head, layer_compression(desc.media_type)) if desc is not None else None
+    if desc is not None and wrong is not None:
+        raise StoreError(f"{where}: layer {name} {wrong} (its media type says {desc.media_type})")
     packed = stack.enter_context(store.blobs.writer()) if compression != "uncompressed" else None
     plain = stack.enter_context(store.blobs.writer())
     tee = _Tee(head, raw, packed)
