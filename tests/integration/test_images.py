@@ -488,6 +488,24 @@ def test_tag_rmi_and_unknown_names(cli: CLI, busybox: str) -> None:
     assert json.loads(cli.ok("images", "--json")) == []
 
 
+def test_rmi_removes_what_it_can_and_reports_the_rest(cli: CLI, busybox: str) -> None:
+    cli.ok("tag", busybox, "a:1")
+    code, out, err = cli("rmi", "a:1", "missing:1", "b:2")
+    assert code == 1 and out == "Untagged: a:1\n"
+    assert [line for line in err.splitlines() if line.startswith("error: ")] == [
+        "error: no such image: missing:1", "error: no such image: b:2"]
+    assert [row["names"] for row in json.loads(cli.ok("images", "--json"))] == [[busybox]]
+
+
+def test_tag_names_follow_the_reference_grammar(cli: CLI, busybox: str) -> None:
+    """docker's rules (distribution/reference): the path is lower case; a first component with an upper-case
+    letter is a registry host (moby/moby#20056), so `UPPER/bad:tag` is a valid name, as docker takes it."""
+    for bad in ("UPPER:tag", "upper/Bad:tag", "UPPER/Bad:tag", "a/b:", "a//b", "x:-tag", "a:b@sha256:12"):
+        assert cli.fails("tag", busybox, bad).startswith("error: invalid reference format: "), bad
+    cli.ok("tag", busybox, "UPPER/bad:tag")
+    assert cli.inspect("UPPER/bad:tag")["repoTags"] == ["UPPER/bad:tag", busybox]
+
+
 def test_du_verify_and_prune(cli: CLI, busybox: str) -> None:
     out = cli.ok("du", "--verify")
     assert "verify:" in out and "ok" in out

@@ -108,16 +108,18 @@ def test_a_setuid_binary_made_by_run_is_not_executable_by_other_users(open_dir: 
     widen(store_root)
     assert as_nobody(*found) == ["ok"] * len(found)
 
-    # the next open repairs the store and says so; a local export keeps the image's modes
-    with Store.open(str(store_root)) as store:
-        assert len(store.warnings) == 1 and str(store_root / "snapshots") in store.warnings[0]
-        image = resolve_image(store, "rootme:1")
-        from pybuild.export.exporters import export_image
-        from pybuild.export.outputs import parse_output
-
-        export_image(store, image, parse_output(f"type=local,dest={open_dir / 'out'}"))
+    # the next build repairs the store and warns; a local export keeps the image's own modes
+    out = open_dir / "out"
+    again = build(BuildRequest(context=str(ctx), store_root=str(store_root), outputs=(f"type=local,dest={out}",)))
+    assert len(again.warnings) == 1, again.warnings
+    assert again.warnings[0].startswith("WARNING: store directories were open to other users")
+    assert f"{store_root} (was 0755)" in again.warnings[0]
+    assert f"{store_root / 'snapshots'} (was 0755)" in again.warnings[0]
     assert as_nobody(*found) == ["EACCES"] * len(found)
-    assert stat.S_IMODE((open_dir / "out" / "rootme").stat().st_mode) == 0o4755
+    assert stat.S_IMODE((out / "rootme").stat().st_mode) == 0o4755
+    with Store.open(str(store_root)) as store:
+        assert store.warnings == ()
+        assert resolve_image(store, "rootme:1").id == again.image_id
 
 
 def layer_with_setuid_and_device(path: Path) -> Path:
