@@ -10,7 +10,9 @@ bytes. Layer blobs are compressed once per (diffID, compression, level) and reme
 (`images.layer_blob`), so a second export never compresses again.
 
 Nothing partial: a file output is written to a temp file beside its destination and renamed into place at the
-end; a directory output is built in a temp directory beside it and renamed. A failure removes the temp.
+end; a directory output is built in a temp directory beside it and renamed. A failure removes the temp, and the
+next export beside it removes what a killed one left (`destination.py`, which also says errors at the
+destination in one line naming it).
 
 docker-archive layout: `manifest.json` (Config, RepoTags, Layers) and `repositories`, with the config and
 the layers under `blobs/sha256/<hex>` beside an OCI `index.json` and `oci-layout`, as docker >= 25 and
@@ -25,13 +27,12 @@ import io
 import os
 import shutil
 import tarfile
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from pybuild.digest import canonical_json, digest_hex
 from pybuild.errors import ConfigError, StoreError
+from pybuild.export.destination import dest_error, new_dir, new_file, standard_output
 from pybuild.export.outputs import OutputSpec
 from pybuild.image.spec import Descriptor
 from pybuild.store.remote import blob_size, open_blob
@@ -137,11 +138,15 @@ class LocalExporter:
 
     def export(self, store: Store, image: StoredImage, spec: OutputSpec,
                stdout: BinaryIO | None = None) -> Descriptor:
+        from pybuild.store.apply import TargetError
         from pybuild.store.images import apply_image
 
         assert spec.dest is not None
-        with _new_dir(spec.dest) as tmp:
-            apply_image(store, image, tmp)
+        with new_dir(spec.dest) as tmp:
+            try:
+                apply_image(store, image, tmp)
+            except TargetError as exc:
+                raise dest_error(exc.os_error, spec.dest, exc.entry) from exc
         return Descriptor.from_dict(image.descriptor)
 
 
@@ -156,9 +161,10 @@ class TarExporter:
         if spec.dest == "-":
             if stdout is None:
                 raise ConfigError("type=tar,dest=- needs standard output")
-            write_flat_tar(store, image, stdout)
+            with standard_output(stdout) as out:
+                write_flat_tar(store, image, out)
         else:
-            with _new_file(spec.dest) as out:
+            with new_file(spec.dest) as out:
                 write_flat_tar(store, image, out)
         return Descriptor.from_dict(image.descriptor)
 
@@ -221,14 +227,15 @@ def _opener(store: Store, digest: str) -> Opener:
 def _publish(archive: Archive, spec: OutputSpec, stdout: BinaryIO | None) -> None:
     assert spec.dest is not None
     if not spec.tar:
-        with _new_dir(spec.dest) as tmp:
-            archive.write_dir(tmp)
+        with new_dir(spec.dest) as tmp:
+            archive.write_dir(tmp, spec.dest)
     elif spec.dest == "-":
         if stdout is None:
             raise ConfigError(f"type={spec.type},dest=- needs standard output")
-        archive.write_tar(stdout)
+        with standard_output(stdout) as out:
+            archive.write_tar(out)
     else:
-        with _new_file(spec.dest) as out:
+        with new_file(spec.dest) as out:
             archive.write_tar(out)
 
 
@@ -266,15 +273,23 @@ class Archive:
                 with opener() as src:
                     tar.addfile(info, _Exact(src, size, name))
 
-    def write_dir(self, root: str) -> None:
+    def write_dir(self, root: str, dest: str) -> None:
+        """Write the files into directory `root` (the temp of output `dest`, which errors name)."""
         for name in self.names():
             path = os.path.join(root, *name.split("/"))
-            if name not in self._files:
-                os.makedirs(path, mode=0o755, exist_ok=True)
+            entry = self._files.get(name)
+            if entry is None:
+                try:
+                    os.makedirs(path, mode=0o755, exist_ok=True)
+                except OSError as exc:
+                    raise dest_error(exc, dest, name) from exc
                 continue
-            size, opener = self._files[name]
-            with opener() as src, open(path, "wb") as dst:
-                shutil.copyfileobj(_Exact(src, size, name), dst, _CHUNK)
+            with entry[1]() as src:
+                try:
+                    with open(path, "wb") as dst:
+                        shutil.copyfileobj(_Exact(src, entry[0], name), dst, _CHUNK)
+                except OSError as exc:  # errors reading `src` are StoreErrors (`_Exact`)
+                    raise dest_error(exc, dest, name) from exc
 
 
 class _Exact:
@@ -285,66 +300,13 @@ class _Exact:
 
     def read(self, n: int = -1) -> bytes:
         want = self._left if n < 0 else min(n, self._left)
-        data = self._src.read(want) if want else b""
-        if len(data) < want:
-            raise StoreError(f"blob {self._name} is shorter than its recorded size")
-        self._left -= len(data)
-        if not self._left and self._src.read(1):
-            raise StoreError(f"blob {self._name} is longer than its recorded size")
-        return data
-
-
-# --- all-or-nothing destinations --------------------------------------------------------------------------
-
-
-@contextmanager
-def _new_file(dest: str) -> Iterator[BinaryIO]:
-    """A temp file beside `dest`, renamed to `dest` when the block succeeds, removed when it fails."""
-    parent = os.path.dirname(os.path.abspath(dest))
-    if os.path.isdir(dest):
-        raise ConfigError(f"output {dest} is a directory", hint="give a file name, or use tar=false")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".pybuild-export-", dir=parent)
-    except OSError as exc:
-        raise ConfigError(f"cannot write output {dest}: {exc.strerror or exc}") from None
-    try:
-        with open(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-@contextmanager
-def _new_dir(dest: str) -> Iterator[str]:
-    """A temp directory beside `dest`, renamed to `dest` at the end; `dest` must be absent or empty."""
-    if os.path.lexists(dest) and not (os.path.isdir(dest) and not os.path.islink(dest) and not os.listdir(dest)):
-        raise ConfigError(f"output directory {dest} exists and is not empty", hint="remove it or pick another")
-    parent = os.path.dirname(os.path.abspath(dest))
-    try:
-        tmp = tempfile.mkdtemp(prefix=".pybuild-export-", dir=parent)
-    except OSError as exc:
-        raise ConfigError(f"cannot write output {dest}: {exc.strerror or exc}") from None
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if os.path.isdir(dest):
-            os.rmdir(dest)
-        os.rename(tmp, dest)
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
         try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+            data = self._src.read(want) if want else b""
+            if len(data) < want:
+                raise StoreError(f"blob {self._name} is shorter than its recorded size")
+            self._left -= len(data)
+            if not self._left and self._src.read(1):
+                raise StoreError(f"blob {self._name} is longer than its recorded size")
+        except OSError as exc:
+            raise StoreError(f"cannot read blob {self._name} from the store: {exc.strerror or exc}") from exc
+        return data

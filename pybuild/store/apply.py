@@ -27,6 +27,7 @@ import stat
 from typing import IO
 
 from pybuild.errors import StoreError
+from pybuild.store.diskspace import disk_fault
 from pybuild.store.tarlayer import LayerContent, LayerEntry, iter_layer
 
 _CHUNK = 1 << 20
@@ -206,8 +207,27 @@ def _set_xattrs(target: int | str, entry: LayerEntry) -> None:
             continue  # best effort: tmpfs refuses user.*, unprivileged runs refuse trusted.*
 
 
+class TargetError(StoreError):
+    """An entry could not be written into the target directory: `os_error` says why, `entry` names it.
+    (Errors reading the layer are plain StoreErrors, so an exporter can tell its destination's apart.)"""
+
+    def __init__(self, message: str, os_error: OSError, entry: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.os_error = os_error
+        self.entry = entry
+
+
+def _target_error(exc: OSError, target: str, entry: str) -> TargetError:
+    """The TargetError for `exc` writing `entry` into `target`: a full or failing disk with the free space."""
+    fault = disk_fault(exc, target, f"applying layer entry {entry!r} to")
+    if fault is not None:
+        return TargetError(fault.message, exc, entry, fault.hint)
+    return TargetError(f"cannot apply layer entry {entry!r}: {exc.strerror or exc}", exc, entry)
+
+
 def apply_layer(tar_stream: IO[bytes], target_dir: str) -> None:
-    """Apply the layer in `tar_stream` (gzip/zstd/plain) onto `target_dir`; StoreError on unsafe entries.
+    """Apply the layer in `tar_stream` (gzip/zstd/plain) onto `target_dir`; StoreError on unsafe entries
+    (TargetError when writing into `target_dir` fails).
 
     An unsafe entry stops the apply where it is: entries before it stay applied (the caller discards the
     half-made directory), and nothing is ever written outside `target_dir`.
@@ -219,5 +239,8 @@ def apply_layer(tar_stream: IO[bytes], target_dir: str) -> None:
         try:
             applier.apply(entry, content)
         except OSError as exc:
-            raise StoreError(f"cannot apply layer entry {entry.path!r}: {exc.strerror or exc}") from exc
-    applier.finish()
+            raise _target_error(exc, target_dir, entry.path) from exc
+    try:
+        applier.finish()
+    except OSError as exc:
+        raise _target_error(exc, target_dir, "directory times") from exc

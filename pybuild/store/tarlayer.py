@@ -382,7 +382,7 @@ class LayerContent:
         n = self.left if n < 0 else min(n, self.left)
         if n == 0:
             return b""
-        data = self.src.read(n)
+        data = _read(self.src, n)
         if len(data) != n:
             raise StoreError(f"truncated tar: unexpected end of data in {self.name}")
         self.left -= n
@@ -393,8 +393,16 @@ class LayerContent:
             self.read(min(self.left, _CHUNK))
 
 
+def _read(src: IO[bytes], n: int) -> bytes:
+    """`src.read(n)`; an OS error reading the layer is a StoreError (not one of whoever writes its entries)."""
+    try:
+        return src.read(n)
+    except OSError as exc:
+        raise StoreError(f"cannot read the layer: {exc.strerror or exc}") from exc
+
+
 def _read_exact(src: IO[bytes], n: int, what: str) -> bytes:
-    data = src.read(n)
+    data = _read(src, n)
     if len(data) != n:
         raise StoreError(f"truncated tar: unexpected end of data in {what}")
     return data
@@ -414,7 +422,10 @@ def iter_layer(stream: IO[bytes]) -> Iterator[tuple[LayerEntry, LayerContent | N
     are dropped, so callers (apply) must still refuse absolute paths and '..'. Raises StoreError on a
     corrupt or truncated archive.
     """
-    src = decompress_stream(stream)
+    try:
+        src = decompress_stream(stream)
+    except OSError as exc:
+        raise StoreError(f"cannot read the layer: {exc.strerror or exc}") from exc
     pax: dict[bytes, bytes] = {}
     gnu_long: dict[bytes, bytes] = {}
     content: LayerContent | None = None
@@ -423,7 +434,7 @@ def iter_layer(stream: IO[bytes]) -> Iterator[tuple[LayerEntry, LayerContent | N
             content.skip()
             _read_exact(src, content.padding, "padding")
             content = None
-        block = src.read(BLOCK)
+        block = _read(src, BLOCK)
         if len(block) != BLOCK:
             raise StoreError("truncated tar: missing end-of-archive marker" if not block
                              else "truncated tar: unexpected end of data in a header")
