@@ -29,7 +29,6 @@ a detached tmpfs, which passes the kernel's check a bind mount of it does (`may_
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import shutil
@@ -151,6 +150,8 @@ def sweep_stale() -> int:
 
 
 def _syscall(number: int, *args: int | bytes | None) -> int:
+    import ctypes  # only where secret files are made: a sweep needs none of it
+
     libc = ctypes.CDLL(None, use_errno=True)
     converted = [ctypes.c_long(arg) if isinstance(arg, int) else arg for arg in args]
     result: int = libc.syscall(ctypes.c_long(number), *converted)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import os
 import secrets
 import shutil
@@ -256,6 +257,46 @@ class TestRuns:
         result = run_process(str(rootfs), ProcessSpec(args=("/bin/sh", "-c", "echo a; echo b")),
                              runtime=runtime, output=broken)
         assert result.tail == ("a", "b")
+
+    def test_env_is_in_no_file_while_the_process_runs(self, rootfs: Path, runtime: str, marker: str) -> None:
+        """config.json is a symlink to a memfd of this process; runc's state holds no env, and crun's copy
+        of config.json gets an empty env as soon as crun writes it."""
+        value = "exec-env-" + secrets.token_hex(12)
+        ready = threading.Event()
+        cancel = threading.Event()
+        failure: list[BaseException] = []
+
+        def sink(_name: str, chunk: bytes) -> None:
+            if b"ready" in chunk:
+                ready.set()
+
+        def target() -> None:
+            try:
+                script = f'test "${{#V}}" = {len(value)} && echo ready && sleep {marker}'  # no value in args
+                run_process(str(rootfs), ProcessSpec(args=("/bin/sh", "-c", script), env=(f"V={value}",)),
+                            runtime=runtime, output=sink, cancel=cancel)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        try:
+            assert ready.wait(30), failure
+            (bundle,) = (Path(executor.run_dir()) / "bundles").iterdir()
+            link = os.readlink(bundle / "config.json")
+            assert link.startswith(f"/proc/{os.getpid()}/fd/")
+            assert json.loads((bundle / "config.json").read_text())["process"]["env"][-1] == f"V={value}"
+            held = [path for path in Path(executor.run_dir()).rglob("*")
+                    if path.is_file() and not path.is_symlink() and value.encode() in path.read_bytes()]
+            assert held == []
+            (state,) = Path(executor.state_root(runtime)).iterdir()
+            if runtime == "crun":
+                assert json.loads((state / "config.json").read_text())["process"]["env"] == []
+        finally:
+            cancel.set()
+            thread.join(30)
+        assert isinstance(failure[0], ProcessCancelled), failure
+        assert leftover_processes(marker) == []
 
     def test_sigint_in_a_subprocess(self, rootfs: Path, runtime: str, marker: str) -> None:
         child = textwrap.dedent(f"""

@@ -19,6 +19,7 @@ import pytest
 
 from pybuild.dockerfile.mounts import parse_mount
 from pybuild.errors import ConfigError, DockerfileError
+from pybuild.worker import secretfiles
 from pybuild.worker.executor import ProcessFailed, run_process
 from pybuild.worker.mounts import PreparedMounts, prepare_mounts
 from pybuild.worker.secrets import SecretStore
@@ -105,10 +106,10 @@ class Rig:
         with self.prepare(*specs) as prepared:
             return self.run_prepared(script, prepared)
 
-    def run_prepared(self, script: str, prepared: PreparedMounts) -> str:
+    def run_prepared(self, script: str, prepared: PreparedMounts, runtime: str = "runc") -> str:
         chunks: list[bytes] = []
         process = ProcessSpec(args=("/bin/sh", "-c", script), env=("PATH=/bin",) + prepared.env)
-        run_process(str(self.rootfs), process, network="none", mounts=prepared.host_mounts,
+        run_process(str(self.rootfs), process, network="none", mounts=prepared.host_mounts, runtime=runtime,
                     output=lambda _name, chunk: chunks.append(chunk), timeout=60)
         return b"".join(chunks).decode()
 
@@ -261,6 +262,33 @@ def test_secret_file_and_env(rig: Rig) -> None:
     assert out == f"400 0\n{SECRET}\n{SECRET}\n"
     out = rig.run("stat -c '%a %u %g' /s", "type=secret,id=tok,target=/s,mode=0440,uid=65534,gid=65534")
     assert out == "440 65534 65534\n"
+    _assert_secret_nowhere(rig)
+
+
+@pytest.mark.parametrize("runtime", ["runc", "crun"])
+@pytest.mark.parametrize("home", ["detached", "dir"])
+def test_secret_files_from_either_home_in_either_runtime(rig: Rig, temps: list[str], home: str, runtime: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The detached tmpfs (bound from /proc/<pid>/fd/<n>/<file>) and the fallback dir on /dev/shm give the
+    container the same file: content, mode, owner, read-only; the fallback dir is gone afterwards."""
+    if not shutil.which(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    if home == "dir":
+        monkeypatch.setattr(secretfiles, "detached_mounts_work", lambda: False)
+    elif not secretfiles.detached_mounts_work():
+        pytest.skip("this kernel refuses bind mounts from a detached tmpfs")
+    script = ("cat /run/secrets/tok; echo; stat -c '%a %u %g' /run/secrets/tok /s; echo $TOKEN; "
+              "if (echo x >> /s) 2>/dev/null; then echo WROTE; else echo ro; fi")
+    with rig.prepare("type=secret,id=tok", "type=secret,id=tok,target=/s,mode=0440,uid=65534,gid=65534",
+                     "type=secret,id=tok,env=TOKEN") as prepared:
+        sources = [mount.source for mount in prepared.host_mounts]
+        if home == "detached":
+            assert all(source.startswith(f"/proc/{os.getpid()}/fd/") for source in sources) and temps == []
+        else:
+            assert [os.path.dirname(source) for source in sources] == temps * 2
+        out = rig.run_prepared(script, prepared, runtime)
+    assert out == f"{SECRET}\n400 0 0\n440 65534 65534\n{SECRET}\nro\n"
+    assert not any(os.path.exists(source) for source in sources)  # the fixture checks the dirs are gone
     _assert_secret_nowhere(rig)
 
 
