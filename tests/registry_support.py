@@ -13,10 +13,17 @@ can use them with its own `tmp_path`.
   callers only the `anonymous` actions, and no one the scopes in `deny` (`"repository:foo:push"`).
   Wrong credentials get 401. `.requests` records (account, scopes) of each token request.
 - `FaultProxy(upstream_host)`: a loopback HTTP proxy in a thread. `fail(path_re, status=500, count=1,
-  retry_after=None)` answers the next `count` matching requests itself; `drop(path_re, count=1,
-  after=None)` forwards them but closes the connection after `after` body bytes (half by default);
-  `corrupt(path_re, count=1)` flips one byte of the body. `.requests` records every request
-  (method, path, headers). `.host` is "127.0.0.1:PORT".
+  retry_after=None)` answers the next `count` matching requests itself; `reply(path_re, status, body,
+  headers)` too, with that body; `drop(path_re, count=1, after=None)` forwards them but closes the
+  connection after `after` body bytes (half by default); `corrupt(path_re, count=1)` flips one byte of the
+  body. A hostile registry: `drip(path_re, every=1.0, size=1, head=False)` forwards the request, then
+  sends the answer's body (with `head`, its status line and headers too) `size` bytes every `every`
+  seconds; `stall(path_re, answer=True)` sends the answer's headers and then nothing, or with
+  `answer=False` never answers (what the client sends is read and dropped). A dripping or stalled answer ends when the
+  client hangs up or the proxy stops. `.requests` records every request (method, path, headers). `.host`
+  is "127.0.0.1:PORT".
+- `SilentServer()`: a loopback port that takes connections and never answers (a listening socket nobody
+  accepts on); `.host`, `.stop()`.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import json
 import os
 import re
 import secrets
+import select
 import socket
 import subprocess
 import threading
@@ -338,11 +346,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         owner: FaultProxy = self.server.owner  # type: ignore[attr-defined]
-        body = self._body()
         owner.seen(self.command, self.path, dict(self.headers.items()))
         fault = owner.take(self.command, self.path)
+        if fault is not None and fault.kind == "stall" and not fault.options["answer"]:
+            self._hold(owner)
+            return
+        body = self._body()
         if fault is not None and fault.kind == "fail":
-            self._reply(fault.options["status"], fault.options["headers"], b"")
+            self._reply(fault.options["status"], fault.options["headers"], fault.options["body"])
             return
         upstream = http.client.HTTPConnection(owner.upstream, timeout=60)
         try:
@@ -362,6 +373,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "corrupt" and data:
             at = len(data) // 2
             data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+        if fault is not None and fault.kind in ("drip", "stall"):
+            self._slow(owner, fault, status, out_headers, data)
+            return
         if fault is not None and fault.kind == "drop":
             after = fault.options["after"]
             self.send_response_only(status)
@@ -377,6 +391,42 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 pass
             return
         self._reply(status, out_headers, data)
+
+    def _hold(self, owner: FaultProxy) -> None:
+        """Say nothing until the client hangs up or the proxy stops."""
+        self.close_connection = True
+        while not owner.stopping.is_set():
+            readable, _, _ = select.select([self.connection], [], [], 0.05)
+            if readable:
+                try:
+                    if not self.connection.recv(65536):
+                        return
+                except OSError:
+                    return
+
+    def _slow(self, owner: FaultProxy, fault: _Fault, status: int, headers: list[tuple[str, str]],
+              data: bytes) -> None:
+        """A drip (`size` bytes every `every` seconds, of the body or of the whole answer) or a stall."""
+        self.close_connection = True
+        head = f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
+        head += "".join(f"{key}: {value}\r\n" for key, value in headers) + "\r\n"
+        payload = head.encode("latin-1") + (b"" if self.command == "HEAD" else data)
+        if fault.kind == "stall":
+            self.wfile.write(head.encode("latin-1"))
+            self._hold(owner)
+            return
+        start = 0
+        if not fault.options["head"]:
+            self.wfile.write(head.encode("latin-1"))
+            start = len(head)
+        size, every = fault.options["size"], fault.options["every"]
+        for at in range(start, len(payload), size):
+            if owner.stopping.wait(every):
+                return
+            try:
+                self.wfile.write(payload[at:at + size])
+            except OSError:
+                return
 
     def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
         self.send_response_only(status)
@@ -399,14 +449,30 @@ class FaultProxy(_Served):
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
+        self.stopping = threading.Event()
         super().__init__(_ProxyHandler)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        super().stop()
 
     def fail(self, path: str, *, status: int = 500, count: int = 1, retry_after: int | None = None,
              method: str | None = None) -> None:
         headers = [("Content-Type", "application/json")]
         if retry_after is not None:
             headers.append(("Retry-After", str(retry_after)))
-        self._add(_Fault("fail", path, count, method, status=status, headers=headers))
+        self._add(_Fault("fail", path, count, method, status=status, headers=headers, body=b""))
+
+    def reply(self, path: str, *, status: int = 200, body: bytes = b"", headers: Iterable[tuple[str, str]] = (),
+              count: int = 1, method: str | None = None) -> None:
+        self._add(_Fault("fail", path, count, method, status=status, headers=list(headers), body=body))
+
+    def drip(self, path: str, *, every: float = 1.0, size: int = 1, head: bool = False, count: int = 1,
+             method: str | None = None) -> None:
+        self._add(_Fault("drip", path, count, method, every=every, size=max(1, size), head=head))
+
+    def stall(self, path: str, *, answer: bool = True, count: int = 1, method: str | None = None) -> None:
+        self._add(_Fault("stall", path, count, method, answer=answer))
 
     def drop(self, path: str, *, count: int = 1, after: int | None = None, method: str | None = None) -> None:
         self._add(_Fault("drop", path, count, method, after=after))
@@ -434,3 +500,23 @@ class FaultProxy(_Served):
         """The requests seen with `method` whose path matches `pattern`."""
         with self._lock:
             return [r for r in self.requests if r[0] == method and re.search(pattern, r[1])]
+
+
+class SilentServer:
+    """A loopback port whose connections are taken (by the kernel's backlog) and never answered."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.host = f"127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def stop(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -27,6 +27,14 @@ What it does:
   starts again and skips the N bytes already written), so the caller's writer only ever receives each
   byte once. A failed upload starts again from a new upload session (a chunked upload too: resuming
   from the registry's reported offset is not worth its corner cases here).
+- Bounds (`bounds.py`, settable through `PYBUILD_REGISTRY_*` variables): every operation (a blob, an
+  upload, a manifest, a token, any other request) runs under a `Meter`; every socket wait of its attempts
+  is cut to the low-speed window (less than 1 KiB/s for 30 s aborts the attempt, headers included) and
+  to the operation's deadline (600 s plus one per 16 KiB of its size). A stalled attempt is retried
+  once (a download that made progress, more often); then, or at the deadline, the operation fails with
+  "blob sha256:... from registry HOST stalled: less than 1024 bytes/s for 30 s (2 stalled attempts)".
+  Answers read whole (tokens, error bodies, manifests, tag lists) are capped (`MAX_ANSWER`,
+  `MAX_MANIFEST`, `MAX_SMALL_BODY`).
 - `progress` callbacks get the number of bytes of each piece just written or sent (increments, not
   totals), so one callback can add up several transfers running in parallel.
 - Errors are RegistryError with one-line messages: "cannot reach registry HOST: ...", "access to
@@ -48,7 +56,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from types import TracebackType
 from typing import BinaryIO, Final
 
@@ -56,7 +64,7 @@ import httpx
 
 from pybuild import __version__
 from pybuild.errors import RegistryError, StoreError
-from pybuild.registry import settings
+from pybuild.registry import bounds, settings
 from pybuild.registry.auth import Authenticator, TokenRequest, pull_scope, push_scope
 from pybuild.registry.dockerconfig import Credentials
 from pybuild.registry.wire import (
@@ -73,10 +81,12 @@ from pybuild.registry.wire import (
     error_detail,
     is_dns_failure,
     manifest_media_type,
+    read_capped,
     reason,
     retry_after_seconds,
     ssl_context,
     unverified_context,
+    watch_client,
 )
 
 __all__ = ["ACCEPT_MANIFESTS", "RegistryClient", "Writable", "client_for", "close_clients"]
@@ -85,6 +95,7 @@ _HUB_HOSTS: Final = frozenset({"docker.io", "index.docker.io"})
 _HUB_API: Final = "registry-1.docker.io"
 MAX_MANIFEST: Final = 4 << 20  # distribution-spec: registries may refuse manifests over 4 MiB
 MAX_SMALL_BODY: Final = 8 << 20
+MAX_ANSWER: Final = 1 << 20  # any other answer read whole: a token, an error, an upload's answer
 MAX_WAIT: Final = 60.0
 MAX_PAGES: Final = 10_000
 
@@ -111,24 +122,33 @@ class RegistryClient:
         self.backoff = max(0.0, backoff)
         self.max_wait = MAX_WAIT
         self.sleep: Callable[[float], None] = time.sleep
+        self.limits = bounds.Limits.from_env()
         self._lock = threading.Lock()
         self._scheme: str | None = None if self.insecure else "https"
         self._auth = Authenticator(host, credentials, self._fetch_token)
         verify: ssl.SSLContext | bool = True
         if transport is None:
             verify = unverified_context() if self.insecure else ssl_context(self.api_host)
+        # the meter cuts each wait to its window; this is the wait when it cannot (see wire.watch_client)
+        wait = self.limits.speed_time if self.limits.speed_limit > 0 else 60.0
         self._http = httpx.Client(
             transport=transport, verify=verify, follow_redirects=False,
-            timeout=httpx.Timeout(60.0, connect=15.0, pool=None),
+            timeout=httpx.Timeout(wait, connect=min(15.0, wait), pool=None),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
             headers={"User-Agent": f"pybuild/{__version__}"},
         )
+        self.watched = watch_client(self._http) if transport is None else 0
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.host!r}, insecure={self.insecure})"
 
     def _budget(self) -> Budget:
-        return Budget(self.retries, self.backoff, self.max_wait, self.sleep)
+        return Budget(self.retries, self.backoff, self.max_wait, self.sleep, bounds.current())
+
+    def _watch(self, subject: str, expected: int = 0, *, resumable: bool = False
+               ) -> AbstractContextManager[bounds.Meter]:
+        """Run the block as one bounded operation on `subject` (see `bounds.py`), `expected` bytes long."""
+        return bounds.watching(bounds.Meter(self.limits, subject, expected, resumable=resumable))
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -175,6 +195,14 @@ class RegistryClient:
             message = f"connection to registry {self.host} failed: {reason(exc)}"
         return Retriable(message) if retriable else RegistryError(message)
 
+    def _attempt_failed(self, exc: BaseException) -> RegistryError:
+        """The error of an attempt that `exc` (a transport error) ended: the meter's when a bound ran out
+        (raised at once when no attempt may follow), else the connection's."""
+        meter = bounds.current()
+        if meter is not None and meter.tripped:
+            return meter.strike()
+        return self._transport_error(exc)
+
     def _fall_back(self, url: str, exc: httpx.TransportError) -> bool:
         """Switch an undecided insecure host from HTTPS to HTTP after `exc`; True when it did."""
         if isinstance(exc, httpx.LocalProtocolError) or not url.startswith(f"https://{self.api_host}/"):
@@ -200,7 +228,8 @@ class RegistryClient:
     def _fetch_token(self, request: TokenRequest, scopes: tuple[str, ...]) -> bytes:
         """Send a token request for `scopes`; the token server's answer (the `Authenticator`'s fetcher)."""
         url, headers, body = request.encode()
-        response = self._send(request.method, url, headers=headers, content=body, auth=False, follow=True)
+        with self._watch(f"token server of registry {self.host}"):
+            response = self._send(request.method, url, headers=headers, content=body, auth=False, follow=True)
         if response.status_code in (401, 403):
             raise self._denied(scopes, f"token server: {error_detail(response)}")
         if response.status_code != 200:
@@ -210,12 +239,24 @@ class RegistryClient:
     def _send(self, method: str, target: str, *, scopes: Sequence[str] = (),
               headers: dict[str, str] | None = None, content: bytes | Iterator[bytes] | None = None,
               stream: bool = False, replay: bool = True, follow: bool = False,
-              auth: bool = True) -> httpx.Response:
+              auth: bool = True, grace: float = 0.0) -> httpx.Response:
         """Send one request with auth, scheme fallback and retries; return any response but 401/403 (those
         raise `Denied`) and, when retries run out, 429/5xx (those raise RegistryError).
 
         `replay` False (a streamed body) raises `Retriable` instead of retrying, so the caller starts over.
-        The response is read unless `stream`; then the caller closes it."""
+        The response is read (at most `MAX_ANSWER` bytes) unless `stream`; then the caller reads it under
+        its own meter and closes it. Each attempt is one of the current meter's (made here when there is
+        none), its first window `grace` seconds longer."""
+        with ExitStack() as stack:
+            if bounds.current() is None:
+                stack.enter_context(self._watch(f"{method} request to registry {self.host}"))
+            return self._attempts(method, target, scopes, headers, content, stream, replay, follow, auth, grace)
+
+    def _attempts(self, method: str, target: str, scopes: Sequence[str], headers: dict[str, str] | None,
+                  content: bytes | Iterator[bytes] | None, stream: bool, replay: bool, follow: bool,
+                  auth: bool, grace: float) -> httpx.Response:
+        meter = bounds.current()
+        assert meter is not None
         budget = self._budget()
         reauthed = False
         while True:
@@ -225,17 +266,21 @@ class RegistryClient:
                 authorization = self._auth.authorization(scopes)
                 if authorization:
                     sent["Authorization"] = authorization
+            meter.begin(grace)
             try:
                 request = self._http.build_request(method, url, headers=sent, content=content)
-                response = self._http.send(request, stream=stream, follow_redirects=follow)
+                response = self._http.send(request, stream=True, follow_redirects=follow)
+                if not stream:
+                    response = self._whole(response, meter)
             except httpx.TransportError as exc:
                 if self._fall_back(url, exc):
                     continue
                 if isinstance(exc, httpx.LocalProtocolError) or is_dns_failure(exc):
                     raise self._transport_error(exc) from exc
+                error = self._attempt_failed(exc)
                 if not replay:
-                    raise self._transport_error(exc, retriable=True) from exc
-                budget.wait(None, self._transport_error(exc))
+                    raise Retriable(error.message, hint=error.hint) from exc
+                budget.wait(None, error)
                 continue
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise RegistryError(f"request to registry {self.host} failed: {reason(exc)}") from exc
@@ -268,21 +313,32 @@ class RegistryClient:
                 continue
             return response
 
+    def _whole(self, response: httpx.Response, meter: bounds.Meter) -> httpx.Response:
+        """`response` read (at most `MAX_ANSWER` bytes) and closed, as a response held in memory."""
+        try:
+            data = read_capped(response, MAX_ANSWER)
+        except OverflowError:
+            raise RegistryError(f"{meter.subject}: the answer to {response.request.method} "
+                                f"{response.request.url.path} is larger than {MAX_ANSWER >> 20} MiB") from None
+        finally:
+            response.close()
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]
+        return httpx.Response(response.status_code, headers=headers, content=data, request=response.request,
+                              extensions=response.extensions)
+
     def _get_small(self, target: str, scopes: Sequence[str], headers: dict[str, str], limit: int,
                    what: str, method: str = "GET") -> tuple[httpx.Response, bytes]:
-        """GET a small document whole (retried when the body is cut off), at most `limit` bytes."""
-        budget = self._budget()
-        while True:
-            response = self._send(method, target, scopes=scopes, headers=headers, stream=True, follow=True)
-            with self._body(response, budget):
-                parts: list[bytes] = []
-                total = 0
-                for part in response.iter_bytes(READ_CHUNK):
-                    total += len(part)
-                    if total > limit:
-                        raise RegistryError(f"{what} is larger than {limit >> 20} MiB")
-                    parts.append(part)
-                return response, b"".join(parts)
+        """GET a small document whole (retried when the body is cut off), at most `limit` bytes; `what`
+        names it in errors (a bounded operation of its own)."""
+        with self._watch(what):
+            budget = self._budget()
+            while True:
+                response = self._send(method, target, scopes=scopes, headers=headers, stream=True, follow=True)
+                with self._body(response, budget):
+                    try:
+                        return response, read_capped(response, limit)
+                    except OverflowError:
+                        raise RegistryError(f"{what} is larger than {limit >> 20} MiB") from None
 
     @contextmanager
     def _body(self, response: httpx.Response, budget: Budget) -> Iterator[None]:
@@ -291,7 +347,7 @@ class RegistryClient:
         try:
             yield
         except httpx.TransportError as exc:
-            budget.wait(None, self._transport_error(exc))
+            budget.wait(None, self._attempt_failed(exc))
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
         finally:
@@ -346,8 +402,9 @@ class RegistryClient:
         """(digest, media type, size) of a manifest, None when the registry does not know it."""
         if ":" in reference:
             self._check_digest(reference)
-        response = self._send("HEAD", f"/v2/{repo}/manifests/{reference}", scopes=(pull_scope(repo),),
-                              headers={"Accept": ACCEPT_MANIFESTS}, follow=True)
+        with self._watch(f"manifest {self._ref(repo, reference)}"):
+            response = self._send("HEAD", f"/v2/{repo}/manifests/{reference}", scopes=(pull_scope(repo),),
+                                  headers={"Accept": ACCEPT_MANIFESTS}, follow=True)
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -369,8 +426,9 @@ class RegistryClient:
             digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
             if digest != reference:
                 raise RegistryError(f"digest mismatch for manifest {ref}: its bytes hash to {digest}")
-        response = self._send("PUT", f"/v2/{repo}/manifests/{reference}", scopes=(push_scope(repo),),
-                              headers={"Content-Type": media_type}, content=data)
+        with self._watch(f"upload of manifest {ref}", len(data)):
+            response = self._send("PUT", f"/v2/{repo}/manifests/{reference}", scopes=(push_scope(repo),),
+                                  headers={"Content-Type": media_type}, content=data)
         if response.status_code not in (200, 201, 202):
             raise self._failure(f"push manifest {ref}", response)
         return digest
@@ -378,7 +436,8 @@ class RegistryClient:
     def blob_size(self, repo: str, digest: str) -> int | None:
         """The size of a blob in `repo` (HEAD), None when it is not there."""
         self._check_digest(digest)
-        response = self._send("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=(pull_scope(repo),), follow=True)
+        with self._watch(f"blob {self._ref(repo, digest)}"):
+            response = self._send("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=(pull_scope(repo),), follow=True)
         if response.status_code == 404:
             return None
         length = response.headers.get("Content-Length", "")
@@ -393,6 +452,17 @@ class RegistryClient:
         A cut-off download resumes (see the module docstring). On any error the bytes written so far are
         the caller's to discard. `progress` gets the number of bytes of each piece written to `out`."""
         algorithm = self._check_digest(digest)
+        with self._watch(f"blob {digest} from registry {self.host}", size or 0, resumable=True):
+            received, got = self._download(repo, digest, out, size, progress, algorithm)
+        if size is not None and received != size:
+            raise RegistryError(f"blob {digest} is {received} bytes, expected {size}")
+        if f"{algorithm}:{got}" != digest:
+            raise RegistryError(f"digest mismatch for blob {digest}: got {algorithm}:{got}")
+        return received
+
+    def _download(self, repo: str, digest: str, out: Writable, size: int | None,
+                  progress: Callable[[int], None] | None, algorithm: str) -> tuple[int, str]:
+        """`get_blob`'s attempts: (bytes written, their hex digest)."""
         hasher = hashlib.new(algorithm)
         received = 0
         use_range = True
@@ -422,13 +492,7 @@ class RegistryClient:
                     received += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
-                break
-        if size is not None and received != size:
-            raise RegistryError(f"blob {digest} is {received} bytes, expected {size}")
-        got = f"{algorithm}:{hasher.hexdigest()}"
-        if got != digest:
-            raise RegistryError(f"digest mismatch for blob {digest}: got {got}")
-        return received
+                return received, hasher.hexdigest()
 
     def _blob_start(self, repo: str, digest: str, response: httpx.Response, received: int) -> int:
         """How many leading bytes of `response` were written already (so are skipped); raises on failure."""
@@ -448,6 +512,10 @@ class RegistryClient:
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Ask the registry to link blob `digest` of `from_repo` into `repo`; True when it did (201)."""
         self._check_digest(digest)
+        with self._watch(f"mount of blob {digest} into {self.host}/{repo}"):
+            return self._mount(repo, digest, from_repo)
+
+    def _mount(self, repo: str, digest: str, from_repo: str) -> bool:
         query = urllib.parse.urlencode({"mount": digest, "from": from_repo})
         scopes = (push_scope(repo), pull_scope(from_repo))
         try:
@@ -473,17 +541,18 @@ class RegistryClient:
         each piece sent (a restarted upload counts its bytes again)."""
         self._check_digest(digest)
         scopes = (push_scope(repo),)
-        budget = self._budget()
-        while True:
-            try:
-                location = self._start_upload(repo, scopes)
-                if size <= chunk_size:
-                    self._put_whole(location, digest, size, opener, scopes, progress)
-                else:
-                    self._put_chunks(location, digest, size, opener, max(1, chunk_size), scopes, progress)
-                return
-            except Retriable as exc:
-                budget.wait(exc.retry_after, RegistryError(exc.message))
+        with self._watch(f"upload of blob {digest} to registry {self.host}", size):
+            budget = self._budget()
+            while True:
+                try:
+                    location = self._start_upload(repo, scopes)
+                    if size <= chunk_size:
+                        self._put_whole(location, digest, size, opener, scopes, progress)
+                    else:
+                        self._put_chunks(location, digest, size, opener, max(1, chunk_size), scopes, progress)
+                    return
+                except Retriable as exc:
+                    budget.wait(exc.retry_after, RegistryError(exc.message, hint=exc.hint))
 
     def _start_upload(self, repo: str, scopes: Sequence[str]) -> str:
         response = self._send("POST", f"/v2/{repo}/blobs/uploads/", scopes=scopes,
@@ -529,7 +598,7 @@ class RegistryClient:
                 offset += length
         final = str(httpx.URL(url).copy_merge_params({"digest": digest}))
         response = self._send("PUT", final, scopes=scopes, headers={"Content-Length": "0"}, content=b"",
-                              replay=False)
+                              replay=False, grace=size / bounds.UPLOAD_GRACE_RATE)
         self._check_uploaded(digest, response)
 
     def _check_uploaded(self, digest: str, response: httpx.Response) -> None:
@@ -549,7 +618,7 @@ class RegistryClient:
             if target is None:
                 return tags
             response, body = self._get_small(target, (pull_scope(repo),), {}, MAX_SMALL_BODY,
-                                             f"tag list of {repo}")
+                                             f"tag list of {self.host}/{repo}")
             if response.status_code == 404:
                 raise RegistryError(f"repository unknown: {self.host}/{repo}")
             if response.status_code != 200:
@@ -576,6 +645,9 @@ def _stream(source: BinaryIO, digest: str, offset: int, length: int, total: int,
         yield piece
         if progress is not None:
             progress(len(piece))
+    meter = bounds.current()
+    if meter is not None:
+        meter.upload_sent(length)  # the registry's time to answer starts now (see bounds.py)
 
 
 _clients: dict[str, RegistryClient] = {}

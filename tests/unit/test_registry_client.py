@@ -466,3 +466,57 @@ def test_client_for_shares_one_client_per_host(monkeypatch: pytest.MonkeyPatch) 
     finally:
         close_clients()
     assert client_module._clients == {}
+
+
+# --- caps on what is read whole, and the deadline ------------------------------------------------------------------
+
+
+def test_a_manifest_over_4_mib_is_refused() -> None:
+    client, _ = make(lambda request: httpx.Response(200, content=b" " * (4 << 20) + b"{}"))
+    with pytest.raises(RegistryError, match="^manifest registry.test/foo:latest is larger than 4 MiB$"):
+        client.get_manifest("foo", "latest")
+
+
+def test_a_token_answer_over_1_mib_is_refused() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.test":
+            return httpx.Response(200, content=b'{"token": "' + b"t" * (1 << 20) + b'"}')
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="https://auth.test/token"'})
+
+    client, _ = make(handler)
+    with pytest.raises(RegistryError) as info:
+        client.get_manifest("foo", "latest")
+    assert info.value.message == ("token server of registry registry.test: the answer to GET /token is larger "
+                                  "than 1 MiB")
+
+
+def test_any_other_answer_over_1_mib_is_refused() -> None:
+    client, _ = make(lambda request: httpx.Response(201, content=b"x" * ((1 << 20) + 1)))
+    with pytest.raises(RegistryError) as info:
+        client.put_manifest("foo", "latest", MANIFEST, "application/vnd.oci.image.manifest.v1+json")
+    assert info.value.message == ("upload of manifest registry.test/foo:latest: the answer to PUT "
+                                  "/v2/foo/manifests/latest is larger than 1 MiB")
+
+
+def test_an_endless_error_body_is_read_only_for_its_message() -> None:
+    served: list[int] = []
+
+    class Endless(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            while True:
+                served.append(1)
+                yield b'{"errors": [' + b" " * 65536
+
+    client, _ = make(lambda request: httpx.Response(500, stream=Endless()), retries=0)
+    with pytest.raises(RegistryError, match=r"^registry registry.test failed GET /v2/foo/blobs/sha256:\w+: HTTP 500"):
+        client.get_blob("foo", DIGEST, io.BytesIO())
+    assert len(served) <= 2
+
+
+def test_no_wait_goes_past_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYBUILD_REGISTRY_DEADLINE", "2")
+    handler, seen = flaky([429] * 3, ok_manifest, {"Retry-After": "3"})
+    client, slept = make(handler)
+    with pytest.raises(RegistryError, match="rate-limiting"):
+        client.get_manifest("foo", "latest")
+    assert slept == [] and len(seen) == 1  # max_wait (60 s) would have allowed the wait
