@@ -19,9 +19,11 @@ can use them with its own `tmp_path`.
   body. A hostile registry: `drip(path_re, every=1.0, size=1, head=False)` forwards the request, then
   sends the answer's body (with `head`, its status line and headers too) `size` bytes every `every`
   seconds; `stall(path_re, answer=True)` sends the answer's headers and then nothing, or with
-  `answer=False` never answers (what the client sends is read and dropped). A dripping or stalled answer ends when the
-  client hangs up or the proxy stops. `.requests` records every request (method, path, headers). `.host`
-  is "127.0.0.1:PORT".
+  `answer=False` never answers (what the client sends is read and dropped). A dripping or stalled
+  answer ends when the client hangs up or the proxy stops. `.requests` records every request (method,
+  path, headers). `.host` is "127.0.0.1:PORT".
+- `tiny_rootfs_tar(path)`: writes a rootfs tar of two small files (one of 64 KiB random bytes) for images
+  to push and pull.
 - `SilentServer()`: a loopback port that takes connections and never answers (a listening socket nobody
   accepts on); `.host`, `.stop()`.
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 import base64
 import datetime
 import http.client
+import io
 import json
 import os
 import re
@@ -38,6 +41,7 @@ import secrets
 import select
 import socket
 import subprocess
+import tarfile
 import threading
 import time
 import urllib.error
@@ -62,6 +66,16 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def tiny_rootfs_tar(path: Path) -> Path:
+    """A rootfs tar of two small files at `path` (enough for pushes and pulls; nothing runs in it)."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in (("etc/hello", b"hello\n"), ("data/blob", os.urandom(64 << 10))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
 
 
 def _b64url(data: bytes) -> str:
@@ -463,8 +477,8 @@ class FaultProxy(_Served):
             headers.append(("Retry-After", str(retry_after)))
         self._add(_Fault("fail", path, count, method, status=status, headers=headers, body=b""))
 
-    def reply(self, path: str, *, status: int = 200, body: bytes = b"", headers: Iterable[tuple[str, str]] = (),
-              count: int = 1, method: str | None = None) -> None:
+    def reply(self, path: str, *, status: int = 200, body: bytes = b"",
+              headers: Iterable[tuple[str, str]] = (), count: int = 1, method: str | None = None) -> None:
         self._add(_Fault("fail", path, count, method, status=status, headers=list(headers), body=body))
 
     def drip(self, path: str, *, every: float = 1.0, size: int = 1, head: bool = False, count: int = 1,

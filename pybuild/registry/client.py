@@ -250,7 +250,8 @@ class RegistryClient:
         with ExitStack() as stack:
             if bounds.current() is None:
                 stack.enter_context(self._watch(f"{method} request to registry {self.host}"))
-            return self._attempts(method, target, scopes, headers, content, stream, replay, follow, auth, grace)
+            return self._attempts(method, target, scopes, headers, content, stream, replay, follow, auth,
+                                  grace)
 
     def _attempts(self, method: str, target: str, scopes: Sequence[str], headers: dict[str, str] | None,
                   content: bytes | Iterator[bytes] | None, stream: bool, replay: bool, follow: bool,
@@ -333,7 +334,8 @@ class RegistryClient:
         with self._watch(what):
             budget = self._budget()
             while True:
-                response = self._send(method, target, scopes=scopes, headers=headers, stream=True, follow=True)
+                response = self._send(method, target, scopes=scopes, headers=headers, stream=True,
+                                      follow=True)
                 with self._body(response, budget):
                     try:
                         return response, read_capped(response, limit)
@@ -437,7 +439,8 @@ class RegistryClient:
         """The size of a blob in `repo` (HEAD), None when it is not there."""
         self._check_digest(digest)
         with self._watch(f"blob {self._ref(repo, digest)}"):
-            response = self._send("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=(pull_scope(repo),), follow=True)
+            response = self._send("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=(pull_scope(repo),),
+                                  follow=True)
         if response.status_code == 404:
             return None
         length = response.headers.get("Content-Length", "")

@@ -205,7 +205,7 @@ def unverified_context() -> ssl.SSLContext:
     return context
 
 
-# --- watched network streams ---------------------------------------------------------------------------------
+# --- watched network streams -------------------------------------------------------------------------
 
 
 def _wait(meter: bounds.Meter, timeout: float | None, timed_out: type[Exception]) -> float:
@@ -279,7 +279,8 @@ class WatchedBackend(httpcore.NetworkBackend):
     def __init__(self, inner: httpcore.NetworkBackend) -> None:
         self._inner = inner
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
         meter = bounds.current()
         wait = timeout if meter is None else _wait(meter, timeout, httpcore.ConnectTimeout)

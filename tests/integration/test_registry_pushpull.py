@@ -33,7 +33,7 @@ from pybuild.registry.push import push_image
 from pybuild.store.images import import_rootfs, resolve_image
 from pybuild.store.store import Store
 from tests.bases import need
-from tests.registry_support import FaultProxy, RunningRegistry, TokenServer, start_registry
+from tests.registry_support import FaultProxy, RunningRegistry, TokenServer, start_registry, tiny_rootfs_tar
 
 PYBUILD = [sys.executable, "-m", "pybuild"]
 UPLOAD_PUT = r"/blobs/uploads/"
@@ -51,13 +51,7 @@ def registry(tmp_path: Path) -> Iterator[RunningRegistry]:
 @pytest.fixture
 def tiny_tar(tmp_path: Path) -> Path:
     """A rootfs tar of two small files (enough for pushes and pulls; nothing runs in it)."""
-    path = tmp_path / "tiny.tar"
-    with tarfile.open(path, "w") as tar:
-        for name, data in (("etc/hello", b"hello\n"), ("data/blob", os.urandom(64 << 10))):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+    return tiny_rootfs_tar(tmp_path / "tiny.tar")
 
 
 def tiny_store(tmp_path: Path, tiny_tar: Path, name: str, label: str = "store") -> str:

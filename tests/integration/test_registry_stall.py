@@ -10,13 +10,11 @@ defaults (30 s windows) and proves a drip and a stall fail a pull in under 3 min
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import socket
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +27,7 @@ from pybuild.registry.client import RegistryClient
 from pybuild.registry.push import push_image
 from pybuild.store.images import import_rootfs, resolve_image
 from pybuild.store.store import Store
-from tests.registry_support import FaultProxy, RunningRegistry, SilentServer, start_registry
+from tests.registry_support import FaultProxy, RunningRegistry, SilentServer, start_registry, tiny_rootfs_tar
 
 PYBUILD = [sys.executable, "-m", "pybuild"]
 SHRUNK = {"PYBUILD_REGISTRY_SPEED_LIMIT": "1024", "PYBUILD_REGISTRY_SPEED_TIME": "2"}
@@ -46,12 +44,7 @@ def registry(tmp_path: Path) -> Iterator[RunningRegistry]:
 def pushed(registry: RunningRegistry, tmp_path: Path) -> tuple[str, dict[str, object]]:
     """A tiny image pushed as `tiny:1` (a 64 KiB random file, so its gzip layer is ~64 KiB); the store
     holding it, and the manifest as pushed."""
-    tar_path = tmp_path / "tiny.tar"
-    with tarfile.open(tar_path, "w") as tar:
-        for name, data in (("etc/hello", b"hello\n"), ("data/blob", os.urandom(64 << 10))):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    tar_path = tiny_rootfs_tar(tmp_path / "tiny.tar")
     root = str(tmp_path / "source")
     with Store.open(root) as store:
         import_rootfs(store, str(tar_path), "tiny:1")
@@ -68,12 +61,14 @@ def layer_of(manifest: dict[str, object]) -> dict[str, object]:
     return layer
 
 
-def cli(root: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], float]:
+def cli(root: str, *args: str,
+        env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run pybuild with `env` added; the process and how long it took."""
     full = {**os.environ, "PYBUILD_ROOT": root, **(env or {})}
     full.pop("CI", None)
     start = time.monotonic()
-    proc = subprocess.run([*PYBUILD, *args], env=full, text=True, capture_output=True, check=False, timeout=300)
+    proc = subprocess.run([*PYBUILD, *args], env=full, text=True, capture_output=True, check=False,
+                          timeout=300)
     return proc, time.monotonic() - start
 
 
@@ -116,24 +111,16 @@ def test_a_dripping_blob_fails_the_pull_fast(pushed: tuple[str, dict[str, object
     assert_nothing_stored(fresh)
 
 
-def test_a_blob_stalled_after_its_headers_fails_the_pull(pushed: tuple[str, dict[str, object]],
-                                                         registry: RunningRegistry, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fault", ["stall after the headers", "drip the headers"])
+def test_a_blob_stalled_or_dripping_its_headers_fails_the_pull(
+        fault: str, pushed: tuple[str, dict[str, object]], registry: RunningRegistry, tmp_path: Path) -> None:
     layer = layer_of(pushed[1])
     fresh = str(tmp_path / "fresh")
     with FaultProxy(registry.host) as proxy:
-        proxy.stall(f"/blobs/{layer['digest']}", count=10)
-        proc, took = cli(fresh, "pull", f"{proxy.host}/tiny:1", env=SHRUNK)
-    assert error_of(proc) == f"error: blob {layer['digest']} from registry {proxy.host} {STALLED}"
-    assert took < 15, took
-    assert_nothing_stored(fresh)
-
-
-def test_headers_dripping_fail_the_pull(pushed: tuple[str, dict[str, object]], registry: RunningRegistry,
-                                        tmp_path: Path) -> None:
-    layer = layer_of(pushed[1])
-    fresh = str(tmp_path / "fresh")
-    with FaultProxy(registry.host) as proxy:
-        proxy.drip(f"/blobs/{layer['digest']}", every=0.2, head=True, count=10)  # a byte of the headers at a time
+        if fault == "stall after the headers":
+            proxy.stall(f"/blobs/{layer['digest']}", count=10)
+        else:
+            proxy.drip(f"/blobs/{layer['digest']}", every=0.2, head=True, count=10)  # a byte at a time
         proc, took = cli(fresh, "pull", f"{proxy.host}/tiny:1", env=SHRUNK)
     assert error_of(proc) == f"error: blob {layer['digest']} from registry {proxy.host} {STALLED}"
     assert took < 15, took
@@ -195,7 +182,8 @@ def test_a_slow_blob_fails_at_its_deadline(pushed: tuple[str, dict[str, object]]
     assert_nothing_stored(fresh)
 
 
-def test_a_stalled_upload_fails_the_push(pushed: tuple[str, dict[str, object]], registry: RunningRegistry) -> None:
+def test_a_stalled_upload_fails_the_push(pushed: tuple[str, dict[str, object]],
+                                         registry: RunningRegistry) -> None:
     root = pushed[0]
     with FaultProxy(registry.host) as proxy:
         proxy.stall("/blobs/uploads/", method="PUT", answer=False, count=100)
@@ -204,7 +192,8 @@ def test_a_stalled_upload_fails_the_push(pushed: tuple[str, dict[str, object]], 
         proc, took = cli(root, "push", f"{proxy.host}/other:1", env=SHRUNK)
         puts = proxy.matching("PUT", "/blobs/uploads/")
     error = error_of(proc)
-    assert error.startswith("error: upload of blob sha256:") and error.endswith(f"to registry {proxy.host} {STALLED}")
+    assert error.startswith("error: upload of blob sha256:")
+    assert error.endswith(f"to registry {proxy.host} {STALLED}")
     assert took < 15, took
     assert len(puts) >= 2  # the stalled upload was started again once, from a new session
 
@@ -239,8 +228,8 @@ def test_a_config_over_its_cap_is_refused(pushed: tuple[str, dict[str, object]],
     assert config_gets == []
 
 
-def test_a_token_answer_over_its_cap_is_refused(pushed: tuple[str, dict[str, object]], registry: RunningRegistry,
-                                                tmp_path: Path) -> None:
+def test_a_token_answer_over_its_cap_is_refused(pushed: tuple[str, dict[str, object]],
+                                                registry: RunningRegistry, tmp_path: Path) -> None:
     fresh = str(tmp_path / "fresh")
     with FaultProxy(registry.host) as proxy:
         proxy.reply(r"^/v2/", status=401, count=100,
@@ -248,11 +237,11 @@ def test_a_token_answer_over_its_cap_is_refused(pushed: tuple[str, dict[str, obj
         proxy.reply(r"^/token", body=b'{"token": "' + b"x" * (2 << 20) + b'"}', count=100,
                     headers=[("Content-Type", "application/json")])
         proc, _ = cli(fresh, "pull", f"{proxy.host}/tiny:1")
-    assert error_of(proc) == (f"error: token server of registry {proxy.host}: the answer to GET /token is larger "
-                              "than 1 MiB")
+    assert error_of(proc) == (f"error: token server of registry {proxy.host}: the answer to GET /token "
+                              "is larger than 1 MiB")
 
 
-# --- TLS --------------------------------------------------------------------------------------------------------
+# --- TLS ----------------------------------------------------------------------------------------------------
 
 
 def test_a_dripping_tls_handshake_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -297,7 +286,7 @@ def test_a_dripping_tls_handshake_is_cut_off(monkeypatch: pytest.MonkeyPatch) ->
     assert took < 8, took
 
 
-# --- the default bounds -------------------------------------------------------------------------------------------
+# --- the default bounds -------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow

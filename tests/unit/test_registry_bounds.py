@@ -23,10 +23,11 @@ class Clock:
 
 def meter(limits: Limits = Limits(), expected: int = 0, *, resumable: bool = False) -> tuple[Meter, Clock]:
     clock = Clock()
-    return Meter(limits, "blob sha256:ab from registry r.test", expected, resumable=resumable, clock=clock), clock
+    subject = "blob sha256:ab from registry r.test"
+    return Meter(limits, subject, expected, resumable=resumable, clock=clock), clock
 
 
-# --- settings -----------------------------------------------------------------------------------------------------
+# --- settings -----------------------------------------------------------------------------------------------
 
 
 def test_defaults_are_curls_1_kib_for_30_s() -> None:
@@ -56,7 +57,7 @@ def test_bad_settings_are_config_errors_naming_the_variable(name: str, value: st
     assert info.value.message == f"invalid {name}: {value!r} (expected a number, {need})"
 
 
-# --- the low-speed window -----------------------------------------------------------------------------------------
+# --- the low-speed window -----------------------------------------------------------------------------------
 
 
 def test_an_attempt_moving_less_than_the_quota_in_its_window_trips() -> None:
@@ -96,7 +97,7 @@ def test_no_low_speed_check_when_the_limit_is_0() -> None:
     assert not m.trip() and m.remaining() == 100
 
 
-# --- strikes and messages -----------------------------------------------------------------------------------------
+# --- strikes and messages -----------------------------------------------------------------------------------
 
 
 def test_two_stalls_in_a_row_fail_the_operation() -> None:
@@ -155,13 +156,13 @@ def test_the_deadline_trips_and_fails_at_once() -> None:
     assert m.trip() and m.tripped == "deadline"
     with pytest.raises(RegistryError) as info:
         m.strike()
-    assert info.value.message == ("blob sha256:ab from registry r.test took too long: deadline of 70 s exceeded "
-                                  f"({69 * 31 * 1024} of 10000 bytes moved)")
+    assert info.value.message == ("blob sha256:ab from registry r.test took too long: deadline of 70 s "
+                                  f"exceeded ({69 * 31 * 1024} of 10000 bytes moved)")
     with pytest.raises(RegistryError, match="took too long"):
         m.begin()  # no attempt starts past the deadline
 
 
-# --- the current meter ------------------------------------------------------------------------------------------
+# --- the current meter --------------------------------------------------------------------------------------
 
 
 def test_meters_nest_per_thread_and_the_outer_window_starts_again() -> None:
@@ -190,7 +191,8 @@ def test_a_real_client_watches_its_connection_pools(monkeypatch: pytest.MonkeyPa
         monkeypatch.delenv(name, raising=False)
     with RegistryClient("127.0.0.1:1") as client:
         assert client.watched == 1
-        assert isinstance(client._http._transport._pool._network_backend, WatchedBackend)  # type: ignore[attr-defined]
+        backend = client._http._transport._pool._network_backend  # type: ignore[attr-defined]
+        assert isinstance(backend, WatchedBackend)
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     with RegistryClient("registry.example") as client:
         assert client.watched == 2  # the proxy's pool too

@@ -468,7 +468,7 @@ def test_client_for_shares_one_client_per_host(monkeypatch: pytest.MonkeyPatch) 
     assert client_module._clients == {}
 
 
-# --- caps on what is read whole, and the deadline ------------------------------------------------------------------
+# --- caps on what is read whole, and the deadline -----------------------------------------------------------
 
 
 def test_a_manifest_over_4_mib_is_refused() -> None:
@@ -486,8 +486,8 @@ def test_a_token_answer_over_1_mib_is_refused() -> None:
     client, _ = make(handler)
     with pytest.raises(RegistryError) as info:
         client.get_manifest("foo", "latest")
-    assert info.value.message == ("token server of registry registry.test: the answer to GET /token is larger "
-                                  "than 1 MiB")
+    assert info.value.message == ("token server of registry registry.test: the answer to GET /token is "
+                                  "larger than 1 MiB")
 
 
 def test_any_other_answer_over_1_mib_is_refused() -> None:
@@ -508,7 +508,8 @@ def test_an_endless_error_body_is_read_only_for_its_message() -> None:
                 yield b'{"errors": [' + b" " * 65536
 
     client, _ = make(lambda request: httpx.Response(500, stream=Endless()), retries=0)
-    with pytest.raises(RegistryError, match=r"^registry registry.test failed GET /v2/foo/blobs/sha256:\w+: HTTP 500"):
+    with pytest.raises(RegistryError, match=r"^registry registry.test failed GET /v2/foo/blobs/sha256:\w+: "
+                                            "HTTP 500"):
         client.get_blob("foo", DIGEST, io.BytesIO())
     assert len(served) <= 2
 
