@@ -9,7 +9,9 @@ Modules (import the one you need; this package imports nothing, so `pybuild.regi
     auth.py          WWW-Authenticate challenges, Basic headers, Bearer token requests, the token cache,
                      and `Authenticator` (one client's credentials, challenge and tokens)
     client.py        `RegistryClient` (manifests, blobs, uploads, mounts, tags) and `client_for(host)`
-    wire.py          the client's helpers: media types, retry budgets, error texts, TLS settings
+    wire.py          the client's helpers: media types, retry budgets, error texts, TLS settings, and the
+                     watched network streams that hold every socket wait to the bounds
+    bounds.py        the bounds of registry I/O: low-speed limit, stall strikes, deadline (`Meter`)
 
 httpx lives here and only here; no httpx exception leaves the package (every failure is a RegistryError,
 a ConfigError for a bad configuration file, or a StoreError for a bad local source).

@@ -87,6 +87,16 @@ def assert_nothing_stored(root: str) -> None:
         assert os.listdir(store.blobs.tmp_dir) == []
 
 
+def pull_stalls(root: str, proxy: FaultProxy, subject: str) -> subprocess.CompletedProcess[str]:
+    """`pybuild pull PROXY/tiny:1` with the shrunk bounds: it fails in seconds, with `subject` stalled,
+    storing nothing."""
+    proc, took = cli(root, "pull", f"{proxy.host}/tiny:1", env=SHRUNK)
+    assert error_of(proc) == f"error: {subject} {STALLED}"
+    assert took < 15, took
+    assert_nothing_stored(root)
+    return proc
+
+
 def blob_gets(proxy: FaultProxy, digest: object) -> list[dict[str, str]]:
     return [headers for _, _, headers in proxy.matching("GET", f"/blobs/{digest}")]
 
@@ -100,15 +110,12 @@ def test_a_dripping_blob_fails_the_pull_fast(pushed: tuple[str, dict[str, object
     fresh = str(tmp_path / "fresh")
     with FaultProxy(registry.host) as proxy:
         proxy.drip(f"/blobs/{layer['digest']}", every=0.25, count=10)  # 4 bytes/s: data keeps coming
-        proc, took = cli(fresh, "pull", f"{proxy.host}/tiny:1", env=SHRUNK)
+        proc = pull_stalls(fresh, proxy, f"blob {layer['digest']} from registry {proxy.host}")
         gets = blob_gets(proxy, layer["digest"])
-    assert error_of(proc) == f"error: blob {layer['digest']} from registry {proxy.host} {STALLED}"
     assert "hint: a slow link? PYBUILD_REGISTRY_SPEED_LIMIT" in proc.stderr
-    assert took < 15, took
     # the second attempt resumed where the first stopped, and was bounded as well
     assert len(gets) == 2 and "Range" not in gets[0]
     assert gets[1]["Range"].startswith("bytes=") and gets[1]["Range"] != "bytes=0-"
-    assert_nothing_stored(fresh)
 
 
 @pytest.mark.parametrize("fault", ["stall after the headers", "drip the headers"])
@@ -121,10 +128,7 @@ def test_a_blob_stalled_or_dripping_its_headers_fails_the_pull(
             proxy.stall(f"/blobs/{layer['digest']}", count=10)
         else:
             proxy.drip(f"/blobs/{layer['digest']}", every=0.2, head=True, count=10)  # a byte at a time
-        proc, took = cli(fresh, "pull", f"{proxy.host}/tiny:1", env=SHRUNK)
-    assert error_of(proc) == f"error: blob {layer['digest']} from registry {proxy.host} {STALLED}"
-    assert took < 15, took
-    assert_nothing_stored(fresh)
+        pull_stalls(fresh, proxy, f"blob {layer['digest']} from registry {proxy.host}")
 
 
 def test_a_registry_that_never_answers_fails_the_pull(pushed: tuple[str, dict[str, object]],
@@ -132,10 +136,7 @@ def test_a_registry_that_never_answers_fails_the_pull(pushed: tuple[str, dict[st
     fresh = str(tmp_path / "fresh")
     with FaultProxy(registry.host) as proxy:
         proxy.stall("/manifests/", answer=False, count=10)
-        proc, took = cli(fresh, "pull", f"{proxy.host}/tiny:1", env=SHRUNK)
-    assert error_of(proc) == f"error: manifest {proxy.host}/tiny:1 {STALLED}"
-    assert took < 15, took
-    assert_nothing_stored(fresh)
+        pull_stalls(fresh, proxy, f"manifest {proxy.host}/tiny:1")
 
 
 def test_a_token_server_that_never_answers_fails_the_pull(pushed: tuple[str, dict[str, object]],
@@ -144,9 +145,7 @@ def test_a_token_server_that_never_answers_fails_the_pull(pushed: tuple[str, dic
     with SilentServer() as silent, FaultProxy(registry.host) as proxy:
         proxy.reply(r"^/v2/", status=401, count=100,
                     headers=[("WWW-Authenticate", f'Bearer realm="http://{silent.host}/token",service="x"')])
-        proc, took = cli(fresh, "pull", f"{proxy.host}/tiny:1", env=SHRUNK)
-    assert error_of(proc) == f"error: token server of registry {proxy.host} {STALLED}"
-    assert took < 15, took
+        pull_stalls(fresh, proxy, f"token server of registry {proxy.host}")
 
 
 def test_one_stall_is_retried_and_the_download_resumes(pushed: tuple[str, dict[str, object]],
