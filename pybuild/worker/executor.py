@@ -210,21 +210,18 @@ def reap_stale_runs() -> int:
     except FileNotFoundError:
         return reaped
     for name in names:
-        path = os.path.join(bundles, name)
-        fd = ownerlock.take_over(path, _OWNER, _STALE_UNOWNED)
-        if fd is None:
-            continue  # a live build's run (or too young to tell)
-        try:
-            if fd >= 0:
-                with contextlib.suppress(OSError, ValueError):
-                    owner = json.loads(os.read(fd, 4096) or b"{}")
-                    _stop_container(str(owner.get("runtime", "runc")), str(owner.get("id", "")))
-            shutil.rmtree(path, ignore_errors=True)
-            reaped += 1
-        finally:
-            if fd >= 0:
-                os.close(fd)
+        # a live build's run (or one too young to tell) stays
+        reaped += ownerlock.remove_if_dead(os.path.join(bundles, name), _OWNER, _STALE_UNOWNED, _stop_owner)
     return reaped
+
+
+def _stop_owner(data: bytes) -> None:
+    """Stop the container a dead run's owner.json names (nothing when it has none)."""
+    if not data:
+        return
+    with contextlib.suppress(ValueError, AttributeError):
+        owner = json.loads(data)
+        _stop_container(str(owner.get("runtime", "runc")), str(owner.get("id", "")))
 
 
 def _stop_container(runtime: str, container_id: str) -> None:

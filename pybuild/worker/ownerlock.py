@@ -1,11 +1,9 @@
 """Owner files for per-run scratch dirs (bundle dirs, secret dirs): a dir whose owner file is not locked
 belongs to a process that died without cleaning up, and any later process may remove it.
 
-    fd = claim(path, "owner.json", data)      # the creator; holds fd (the flock) while the dir is in use
+    fd = claim(path, "owner.json", data)          # the creator; holds fd (the flock) while the dir is in use
     ...
-    fd = take_over(path, "owner.json", 60.0)  # a sweeper: None while the owner lives
-    if fd is not None:
-        ...remove the dir...; os.close(fd) when fd >= 0
+    remove_if_dead(path, "owner.json", 60.0, stop)  # a sweeper: False while the owner lives
 
 `claim` writes the owner file under a temporary name, locks it and only then renames it into place, so a
 sweeper never sees an owner file that is not locked yet. A dir without an owner file is a crash between its
@@ -14,9 +12,12 @@ sweeper never sees an owner file that is not locked yet. A dir without an owner 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import shutil
 import time
+from collections.abc import Callable
 
 _SUFFIX = ".new"
 
@@ -56,3 +57,24 @@ def take_over(directory: str, name: str, grace: float) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def remove_if_dead(directory: str, name: str, grace: float,
+                   before: Callable[[bytes], None] | None = None) -> bool:
+    """Remove `directory` when its owner is gone (see `take_over`), first calling `before` with the owner
+    file's data (b'' when it had none or it cannot be read); True when it was removed."""
+    fd = take_over(directory, name, grace)
+    if fd is None:
+        return False
+    try:
+        if before is not None:
+            data = b""
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    data = os.read(fd, 65536)
+            before(data)
+        shutil.rmtree(directory, ignore_errors=True)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return True

@@ -134,15 +134,7 @@ def sweep_stale() -> int:
                 continue
             if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
                 continue
-            fd = ownerlock.take_over(path, _OWNER, _UNOWNED_GRACE)
-            if fd is None:
-                continue
-            try:
-                shutil.rmtree(path, ignore_errors=True)
-                removed += 1
-            finally:
-                if fd >= 0:
-                    os.close(fd)
+            removed += ownerlock.remove_if_dead(path, _OWNER, _UNOWNED_GRACE)
     return removed
 
 

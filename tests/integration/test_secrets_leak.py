@@ -116,21 +116,23 @@ def files_holding(needles: tuple[bytes, ...], store: str) -> list[str]:
         if not os.path.isdir(top):
             continue
         device = os.stat(top).st_dev
-        for dirpath, dirnames, filenames in os.walk(top):
-            if same_fs:
-                dirnames[:] = [d for d in dirnames if _on_device(os.path.join(dirpath, d), device)]
-            for name in filenames:
-                path = os.path.join(dirpath, name)
-                if _holds(path, needles):
-                    hits.append(path)
+        pending = [top]  # no recursion: other tests leave very deep trees in /tmp (a tar fuzzer)
+        while pending:
+            try:
+                with os.scandir(pending.pop()) as listing:
+                    entries = list(listing)
+            except OSError:  # gone meanwhile, or a path too long
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if not same_fs or entry.stat(follow_symlinks=False).st_dev == device:
+                            pending.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False) and _holds(entry.path, needles):
+                        hits.append(entry.path)
+                except OSError:
+                    continue
     return sorted(set(hits))
-
-
-def _on_device(path: str, device: int) -> bool:
-    try:
-        return os.lstat(path).st_dev == device
-    except OSError:
-        return False
 
 
 def _holds(path: str, needles: tuple[bytes, ...]) -> bool:
