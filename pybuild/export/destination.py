@@ -37,7 +37,8 @@ from pybuild.store.diskspace import free_space
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-__all__ = ["PREFIX", "DestError", "DestFile", "dest_error", "new_dir", "new_file", "standard_output", "sweep_partials"]
+__all__ = ["PREFIX", "DestError", "DestFile", "dest_error", "new_dir", "new_file", "standard_output",
+           "sweep_partials"]
 
 PREFIX = ".pybuild-export-"
 _PARTIAL = re.compile(re.escape(PREFIX) + r"[A-Za-z0-9_]{8}")  # what mkstemp/mkdtemp make with PREFIX
@@ -50,7 +51,8 @@ _REASONS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permi
 class DestError(ConfigError):
     """An OS error at an output destination, said in one line (see `dest_error`)."""
 
-    def __init__(self, message: str, os_error: OSError, dest: str, what: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, os_error: OSError, dest: str, what: str,
+                 hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.os_error, self.dest, self.what = os_error, dest, what
 
@@ -105,7 +107,8 @@ class DestFile(io.FileIO):
 def new_file(dest: str) -> Iterator[DestFile]:
     """A locked temp file beside `dest`, renamed to `dest` when the block succeeds, removed when it fails."""
     if os.path.isdir(dest):
-        raise ConfigError(f"cannot write output {dest}: it is a directory", hint="give a file name, or use tar=false")
+        raise ConfigError(f"cannot write output {dest}: it is a directory",
+                          hint="give a file name, or use tar=false")
     parent = os.path.dirname(os.path.abspath(dest))
     sweep_partials(parent)
     fd, tmp = _locked(dest, lambda: tempfile.mkstemp(prefix=PREFIX, dir=parent))
@@ -147,7 +150,8 @@ def new_dir(dest: str) -> Iterator[str]:
             raise ConfigError(f"cannot write output {dest}: it exists and is not a directory",
                               hint="remove it or pick another")
         if os.listdir(dest):
-            raise ConfigError(f"output directory {dest} exists and is not empty", hint="remove it or pick another")
+            raise ConfigError(f"output directory {dest} exists and is not empty",
+                              hint="remove it or pick another")
     parent = os.path.dirname(os.path.abspath(dest))
     sweep_partials(parent)
     fd, tmp = _locked(dest, lambda: _mkdtemp(parent))
@@ -177,7 +181,8 @@ def _mkdtemp(parent: str) -> tuple[int, str]:
 
 
 def _locked(dest: str, make: Callable[[], tuple[int, str]]) -> tuple[int, str]:
-    """`make()` → (fd, path) of a new temp, flocked and still linked (a sweeper may take it before the lock)."""
+    """`make()` → (fd, path) of a new temp, flocked and still linked (a sweeper may take it before the
+    lock)."""
     while True:
         try:
             fd, path = make()

@@ -10,8 +10,8 @@ bytes. Layer blobs are compressed once per (diffID, compression, level) and reme
 (`images.layer_blob`), so a second export never compresses again.
 
 Nothing partial: a file output is written to a temp file beside its destination and renamed into place at the
-end; a directory output is built in a temp directory beside it and renamed. A failure removes the temp, and the
-next export beside it removes what a killed one left (`destination.py`, which also says errors at the
+end; a directory output is built in a temp directory beside it and renamed. A failure removes the temp, and
+the next export beside it removes what a killed one left (`destination.py`, which also says errors at the
 destination in one line naming it).
 
 docker-archive layout: `manifest.json` (Config, RepoTags, Layers) and `repositories`, with the config and

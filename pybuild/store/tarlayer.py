@@ -20,11 +20,18 @@ want to be strict when reading, so the reader is ours too (~100 lines).
 
 Reader rules: every header checksum is verified, a short read anywhere (header, PAX data, file content) or
 a missing end-of-archive block raises StoreError ("truncated tar ..."); gzip/zstd input is detected by magic.
+The input is untrusted (`pybuild import`, `load`, `pull`; tests/differential/test_fuzz_tar.py feeds it
+mutants), so anything the applier could not act on is a StoreError here: negative sizes, ids, times and device numbers
+out of range, numbers that are not decimal in PAX records, NUL bytes in names, link targets and xattr names,
+paths deeper than MAX_DEPTH, extended headers over MAX_EXTENDED, and entry types pybuild does not handle
+(GNU sparse files, volume labels, ...: containerd and docker refuse them too). Memory stays bounded by the
+data actually read: content is read in chunks of at most 1 MiB whatever size a header claims.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any, Literal
@@ -39,6 +46,11 @@ OPAQUE_MARKER = ".wh..wh..opq"
 BLOCK = 512
 _CHUNK = 1 << 20
 _FLUSH_AT = 1 << 20
+MAX_EXTENDED = 1 << 20  # the largest PAX or GNU long-name header read (Go's archive/tar's bound)
+MAX_DEPTH = 512  # the deepest path read: deeper trees break recursive tools (shutil.rmtree); no image has one
+_MAX_ID = (1 << 32) - 2  # uid_t: (uid_t)-1 means "unchanged" to chown
+_MAX_INT64 = (1 << 63) - 1  # time_t and off_t
+_MAX_DEV = (1 << 31) - 1  # what os.makedev takes
 _TYPEFLAGS: dict[str, bytes] = {
     "file": b"0", "hardlink": b"1", "symlink": b"2", "char": b"3", "block": b"4", "dir": b"5", "fifo": b"6",
     "whiteout": b"0", "opaque": b"0",
@@ -382,11 +394,20 @@ class LayerContent:
         n = self.left if n < 0 else min(n, self.left)
         if n == 0:
             return b""
-        data = _read(self.src, n)
+        # in chunks: a size claimed by a header is never allocated before the data is there
+        data = _read(self.src, n) if n <= _CHUNK else b"".join(self._chunks(n))
         if len(data) != n:
             raise StoreError(f"truncated tar: unexpected end of data in {self.name}")
         self.left -= n
         return data
+
+    def _chunks(self, n: int) -> Iterator[bytes]:
+        while n > 0:
+            part = _read(self.src, min(n, _CHUNK))
+            yield part
+            if len(part) < min(n, _CHUNK):
+                return
+            n -= len(part)
 
     def skip(self) -> None:
         while self.left:
@@ -394,7 +415,7 @@ class LayerContent:
 
 
 def _read(src: IO[bytes], n: int) -> bytes:
-    """`src.read(n)`; an OS error reading the layer is a StoreError (not one of whoever writes its entries)."""
+    """`src.read(n)`; an OS error reading the layer is a StoreError (not one of whoever writes entries)."""
     try:
         return src.read(n)
     except OSError as exc:
@@ -443,19 +464,20 @@ def iter_layer(stream: IO[bytes]) -> Iterator[tuple[LayerEntry, LayerContent | N
         _check_sum(block)
         flag = block[156:157]
         size = _parse_num(block[124:136], "size")
+        if size < 0:
+            raise StoreError(f"corrupt tar: negative size {size}")
         if flag in (b"x", b"g", b"L", b"K"):
+            if size > MAX_EXTENDED:
+                raise StoreError(f"corrupt tar: an extended header of {size} bytes (at most {MAX_EXTENDED})")
             data = _read_exact(src, size + (-size % BLOCK), "an extended header")[:size]
             if flag == b"x":
                 pax.update(_parse_pax(data))
             elif flag in (b"L", b"K"):
                 gnu_long[b"path" if flag == b"L" else b"linkpath"] = data.split(b"\0", 1)[0]
             continue
-        entry = _entry_of(block, flag, size, {**gnu_long, **pax})
+        entry = _entry_of(block, flag, {**gnu_long, **pax})
         pax, gnu_long = {}, {}
-        content_size = entry.size if entry.kind == "file" else 0
-        if flag not in _KIND_OF_FLAG:
-            content_size = size  # unknown type: skip its data
-        content = LayerContent(src, content_size, entry.path)
+        content = LayerContent(src, entry.size if entry.kind == "file" else 0, entry.path)
         yield entry, (content if entry.kind == "file" else None)
 
 
@@ -467,7 +489,7 @@ def _check_sum(block: bytes) -> None:
         raise StoreError("corrupt tar: header checksum mismatch")
 
 
-def _entry_of(block: bytes, flag: bytes, size: int, pax: dict[bytes, bytes]) -> LayerEntry:
+def _entry_of(block: bytes, flag: bytes, pax: dict[bytes, bytes]) -> LayerEntry:
     name = pax.get(b"path")
     if name is None:
         name = block[:100].split(b"\0", 1)[0]
@@ -475,37 +497,64 @@ def _entry_of(block: bytes, flag: bytes, size: int, pax: dict[bytes, bytes]) -> 
         if prefix:
             name = prefix + b"/" + name
     link = pax.get(b"linkpath", block[157:257].split(b"\0", 1)[0])
-    kind: Kind = _KIND_OF_FLAG.get(flag, "file")
+    kind = _KIND_OF_FLAG.get(flag)
     while name.startswith(b"./"):
         name = name[2:]
     path = os.fsdecode(name.rstrip(b"/") if name not in (b"/",) else name)
+    if kind is None:  # as containerd and docker: GNU sparse, volume labels, dump dirs, vendor types
+        raise StoreError(f"unsupported tar entry type {flag!r} for {path!r}")
+    if any(key.startswith(b"GNU.sparse.") for key in pax):
+        raise StoreError(f"unsupported tar entry {path!r}: a sparse file")
+    if b"\0" in name or b"\0" in link:
+        raise StoreError(f"corrupt tar: a NUL byte in the name or link of {path!r}")
+    if path.count("/") >= MAX_DEPTH:
+        raise StoreError(f"corrupt tar: {path[:100]!r}... is nested more than {MAX_DEPTH} directories deep")
     xattrs = tuple(sorted((k[13:].decode("utf-8", "surrogateescape"), v)
                           for k, v in pax.items() if k.startswith(b"SCHILY.xattr.")))
+    if any("\0" in key or not key for key, _ in xattrs):
+        raise StoreError(f"corrupt tar: a bad xattr name on {path!r}")
     head, _, base = path.rpartition("/")
     if kind == "file" and base == OPAQUE_MARKER:
         return LayerEntry(path=head, kind="opaque")
     if kind == "file" and base.startswith(WHITEOUT_PREFIX) and not base.startswith(WHITEOUT_PREFIX * 2):
         gone = base[len(WHITEOUT_PREFIX):]
         return LayerEntry(path=f"{head}/{gone}" if head else gone, kind="whiteout")
+    dev = kind in ("char", "block")
     return LayerEntry(
         path=path, kind=kind, mode=_parse_num(block[100:108], "mode") & 0o7777,
-        uid=_pax_int(pax, b"uid", block[108:116]), gid=_pax_int(pax, b"gid", block[116:124]),
-        mtime=_pax_int(pax, b"mtime", block[136:148]),
-        size=_pax_int(pax, b"size", block[124:136]) if kind == "file" and flag in _KIND_OF_FLAG else 0,
-        link_target=os.fsdecode(link) if kind in ("symlink", "hardlink") else "",
-        xattrs=xattrs, devmajor=_parse_num(block[329:337], "devmajor") if kind in ("char", "block") else 0,
-        devminor=_parse_num(block[337:345], "devminor") if kind in ("char", "block") else 0,
+        uid=_pax_int(pax, b"uid", block[108:116], path, _MAX_ID),
+        gid=_pax_int(pax, b"gid", block[116:124], path, _MAX_ID),
+        mtime=_pax_int(pax, b"mtime", block[136:148], path, _MAX_INT64, -_MAX_INT64 - 1),
+        size=_pax_int(pax, b"size", block[124:136], path, _MAX_INT64) if kind == "file" else 0,
+        link_target=os.fsdecode(link) if kind in ("symlink", "hardlink") else "", xattrs=xattrs,
+        devmajor=_device(block[329:337], "devmajor", path) if dev else 0,
+        devminor=_device(block[337:345], "devminor", path) if dev else 0,
     )
 
 
-def _pax_int(pax: dict[bytes, bytes], key: bytes, field: bytes) -> int:
+_PAX_NUMBER = re.compile(rb"-?[0-9]+")
+_PAX_TIME = re.compile(rb"(-?[0-9]+)(?:\.[0-9]*)?")  # seconds, and a fraction pybuild does not keep
+
+
+def _pax_int(pax: dict[bytes, bytes], key: bytes, field: bytes, path: str, high: int, low: int = 0) -> int:
+    """A number of the entry: its PAX record when there is one, else its header field; within low..high."""
     value = pax.get(key)
     if value is None:
-        return _parse_num(field, key.decode())
-    try:
-        return int(float(value)) if b"." in value else int(value)
-    except ValueError:
-        raise StoreError(f"corrupt tar: bad PAX {key.decode()} {value!r}") from None
+        return _in_range(_parse_num(field, key.decode()), high, low, key.decode(), path)
+    match = (_PAX_TIME if key == b"mtime" else _PAX_NUMBER).fullmatch(value)
+    if match is None:
+        raise StoreError(f"corrupt tar: bad PAX {key.decode()} {value[:40]!r} for {path!r}")
+    return _in_range(int(match.group(1) if key == b"mtime" else value), high, low, key.decode(), path)
+
+
+def _device(field: bytes, what: str, path: str) -> int:
+    return _in_range(_parse_num(field, what), _MAX_DEV, 0, what, path)
+
+
+def _in_range(value: int, high: int, low: int, what: str, path: str) -> int:
+    if not low <= value <= high:
+        raise StoreError(f"corrupt tar: {what} {value} of {path!r} is out of range")
+    return value
 
 
 def read_entries(stream: IO[bytes]) -> list[LayerEntry]:

@@ -5,10 +5,10 @@ Who uses it: the build front door after the solver ran every op of the target; t
 Each new layer is stored once, uncompressed, as the blob named by its diffID (`layers` row), and the
 manifest names those blobs: compressed forms are made by exports and pushes (`images.layer_blob`, once per
 diffID), never by the build.
-The config is `plan.image` with the new diffIDs appended to the base's, its history made to match the
-layers (`align_history`: a base may have no history, or history naming other layers than it has) and
-`created` filled in (the plan leaves it None unless SOURCE_DATE_EPOCH is set); then the manifest, the `images` row, and the tags last,
-so an interrupted commit leaves only unreferenced blobs for `prune`.
+The config is `plan.image` with the new diffIDs appended to the base's, its history made to match the layers
+(`align_history`: a base may have no history, or history naming other layers than it has) and `created` filled
+in (the plan leaves it None unless SOURCE_DATE_EPOCH is set); then the manifest, the `images` row, and the
+tags last, so an interrupted commit leaves only unreferenced blobs for `prune`.
 
 The layers themselves were stored by the worker as each step finished (`Worker._step`); this module only
 names them.

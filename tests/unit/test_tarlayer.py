@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -263,3 +264,97 @@ def test_write_into_compressor_one_pass(tmp_path: Path) -> None:
     assert digest == "sha256:" + hashlib.sha256(blob.getvalue()).hexdigest()
     assert [e.path for e, _ in iter_layer(io.BytesIO(blob.getvalue()))] == [
         e.path for e, _ in iter_layer(io.BytesIO(plain))]
+
+
+# --- hostile input (what tests/differential/test_fuzz_tar.py found): a StoreError, never anything else -------
+
+
+def _hdr(name: bytes, typeflag: bytes = b"0", size: bytes = b"%011o\0" % 0, **fields: bytes) -> bytes:
+    """A ustar header with the given raw fields and a correct checksum."""
+    block = bytearray(512)
+    block[0:len(name)] = name
+    block[100:108] = fields.get("mode", b"0000644\0")
+    block[108:116] = fields.get("uid", b"0000000\0")
+    block[116:124] = fields.get("gid", b"0000000\0")
+    block[124:136] = size
+    block[136:148] = fields.get("mtime", b"00000000000\0")
+    block[148:156] = b" " * 8
+    block[156:157] = typeflag
+    block[257:265] = b"ustar\x0000"
+    block[329:337] = fields.get("devmajor", b"0000000\0")
+    block[337:345] = fields.get("devminor", b"0000000\0")
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def _pax(*records: tuple[bytes, bytes]) -> bytes:
+    body = b""
+    for key, value in records:
+        line = b" " + key + b"=" + value + b"\n"
+        length = len(line) + 1
+        while len(b"%d" % length) + len(line) != length:
+            length += 1
+        body += b"%d" % length + line
+    return _hdr(b"././@PaxHeader", b"x", b"%011o\0" % len(body)) + body + b"\0" * (-len(body) % 512)
+
+
+END = b"\0" * 1024
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (_hdr(b"f", size=b"\xff" * 12) + END, "negative size"),
+    (_hdr(b"x", b"x", b"\x80" + b"\xff" * 11) + END, "an extended header of"),  # was OverflowError
+    (_hdr(b"L", b"L", b"\x80" + b"\0" * 5 + b"\x7f" + b"\xff" * 5) + END, "an extended header of"),  # MemoryError
+    (_pax((b"size", b"-5")) + _hdr(b"f") + END, "size -5 of 'f' is out of range"),
+    (_pax((b"size", b"1e400.")) + _hdr(b"f") + END, "bad PAX size"),
+    (_pax((b"size", b"1_0")) + _hdr(b"f") + END, "bad PAX size"),
+    (_pax((b"mtime", b"1e400.")) + _hdr(b"f") + END, "bad PAX mtime"),  # was OverflowError
+    (_pax((b"mtime", b"99999999999999999999")) + _hdr(b"f") + END, "mtime 99999999999999999999 of 'f' is out"),
+    (_pax((b"uid", b"99999999999999999999")) + _hdr(b"f") + END, "uid 99999999999999999999 of 'f' is out"),
+    (_hdr(b"f", uid=b"\xff" * 8) + END, "uid -1 of 'f' is out of range"),  # was OverflowError at lchown
+    (_hdr(b"f", gid=b"\x80\x7f" + b"\xff" * 6) + END, "gid"),
+    (_hdr(b"d", b"3", devminor=b"\x80\x7f" + b"\xff" * 6) + END, "devminor"),  # was OverflowError at makedev
+    (_pax((b"path", b"a\0b")) + _hdr(b"f") + END, "a NUL byte in the name"),  # was ValueError at open
+    (_pax((b"linkpath", b"l\0x")) + _hdr(b"s", b"2") + END, "a NUL byte in the name or link"),
+    (_pax((b"SCHILY.xattr.user.\0x", b"v")) + _hdr(b"f") + END, "a bad xattr name"),  # was ValueError
+    (_pax((b"path", b"d/" * 600 + b"f")) + _hdr(b"f") + END, "nested more than 512 directories deep"),
+    (_hdr(b"sparse", b"S") + END, "unsupported tar entry type b'S' for 'sparse'"),
+    (_hdr(b"label", b"V") + END, "unsupported tar entry type b'V'"),
+    (_pax((b"GNU.sparse.map", b"0,10")) + _hdr(b"f") + END, "a sparse file"),
+], ids=["negative-size", "huge-pax", "huge-gnu-long", "pax-negative-size", "pax-size-float", "pax-size-underscore",
+        "pax-mtime-inf", "pax-mtime-huge", "pax-uid-huge", "uid-negative", "gid-huge", "devminor-huge",
+        "nul-path", "nul-link", "nul-xattr", "too-deep", "sparse-type", "volume-label", "pax-sparse"])
+def test_hostile_headers_are_store_errors(tmp_path: Path, data: bytes, message: str) -> None:
+    with pytest.raises(StoreError, match=re.escape(message)):
+        read_entries(io.BytesIO(data))
+    target = tmp_path / "root"
+    target.mkdir()
+    with pytest.raises(StoreError, match=re.escape(message)):
+        apply_layer(io.BytesIO(data), str(target))
+
+
+def test_a_huge_size_claim_reads_only_the_data_there() -> None:
+    """A header claiming 8 GiB with 1 KiB behind it: a truncated-tar error, without allocating the claim."""
+    import tracemalloc
+
+    data = _hdr(b"f", size=b"77777777777\0") + b"x" * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(StoreError, match="truncated tar: unexpected end of data in f"):
+            read_entries(io.BytesIO(data))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20  # a chunk at a time, not the 8 GiB claimed
+    pax = _pax((b"size", b"%d" % (1 << 62))) + _hdr(b"f") + b"x" * 1024
+    with pytest.raises(StoreError, match="truncated tar"):
+        read_entries(io.BytesIO(pax))
+
+
+def test_fractional_pax_times_and_big_ids_still_read() -> None:
+    data = _pax((b"mtime", b"1700000000.123456789"), (b"uid", b"3000000"), (b"gid", b"4294967294")) + \
+        _hdr(b"f") + END
+    (entry,) = read_entries(io.BytesIO(data))
+    assert (entry.mtime, entry.uid, entry.gid) == (1700000000, 3000000, 4294967294)
+    (entry,) = read_entries(io.BytesIO(_pax((b"mtime", b"-1.5")) + _hdr(b"f") + END))
+    assert entry.mtime == -1
