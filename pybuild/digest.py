@@ -10,6 +10,21 @@ refused. The same value always gives the same bytes, so a manifest or config bui
 inputs has the same digest. It is not byte-identical to what Go's `encoding/json` writes for docker (Go
 keeps struct field order and escapes `<`, `>`, `&`); nothing needs that: a document is always addressed by
 the digest of the bytes actually stored or pushed, never re-serialised before it is verified.
+
+Bytes that are not UTF-8. A Dockerfile, a build arg or a file name may hold them; pybuild keeps them in a
+`str` as surrogate escapes (`\udc80`-`\udcff`, Python's `surrogateescape`), so the text round-trips to the
+original bytes. Two encodings follow from that:
+
+- `canonical_json` writes documents (configs, manifests, indexes) that must be valid UTF-8 JSON. It does
+  what Go's `encoding/json` does with invalid UTF-8 in a string (BuildKit and docker are Go): each byte that
+  is not part of a valid sequence becomes U+FFFD (`go_text`). A `LABEL a=\xff` gives `"a": "\ufffd"`, as
+  BuildKit's image config does.
+- `key_json` writes the same JSON for hashing only (op digests, cache keys): escaped bytes are written back
+  as themselves, so the bytes hashed are the bytes a step reads, and two different byte strings never share
+  a digest. It is not valid UTF-8 then, and is never stored as a document.
+
+Any other lone surrogate (only a JSON `\ud800`-style escape in a stored document can make one) becomes
+U+FFFD in both, as Go's decoder would have made it when it read the document.
 """
 
 from __future__ import annotations
@@ -21,13 +36,17 @@ from typing import Final
 
 from pybuild.errors import InternalError, StoreError
 
-__all__ = ["canonical_json", "digest_hex", "parse_digest", "sha256_digest", "validate_digest"]
+__all__ = ["canonical_json", "digest_hex", "go_text", "key_json", "parse_digest", "sha256_digest",
+           "validate_digest"]
 
 # OCI image-spec descriptor.md: algorithm and encoded parts of a digest.
 _DIGEST_RE: Final = re.compile(r"([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
 # Registered algorithms and the exact form of their encoded part (lower-case hex of a fixed length).
 _HEX_LENGTHS: Final[dict[str, int]] = {"sha256": 64, "sha512": 128}
 _HEX_RE: Final = re.compile(r"[0-9a-f]+")
+# Lone surrogates that are not surrogate escapes of a byte (those are \udc80-\udcff).
+_LONE: Final = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+_ESCAPED: Final = re.compile("[\udc80-\udcff]")
 
 
 def sha256_digest(data: bytes) -> str:
@@ -66,10 +85,38 @@ def digest_hex(digest: str) -> str:
     return parse_digest(digest)[1]
 
 
-def canonical_json(obj: object) -> bytes:
-    """Deterministic JSON bytes of `obj` (sorted keys, compact, UTF-8; see the module docstring)."""
+def _dumps(obj: object) -> str:
     try:
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InternalError(f"cannot encode as JSON: {exc}") from exc
-    return text.encode("utf-8")
+
+
+def go_text(text: str) -> str:
+    """`text` as valid Unicode, the way Go's `encoding/json` writes a string of invalid UTF-8: every byte
+    that is not part of a valid UTF-8 sequence becomes U+FFFD (one per byte). Escaped bytes that together
+    form a valid sequence become that character, as they would in Go's byte string."""
+    if _LONE.search(text) is not None:
+        text = _LONE.sub("\ufffd", text)
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+    return _ESCAPED.sub("\ufffd", text)
+
+
+def canonical_json(obj: object) -> bytes:
+    """Deterministic JSON bytes of `obj` (sorted keys, compact, UTF-8; invalid UTF-8 as Go writes it, see
+    the module docstring)."""
+    text = _dumps(obj)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return go_text(text).encode("utf-8")
+
+
+def key_json(obj: object) -> bytes:
+    """`canonical_json` for hashing: undecodable bytes written back as themselves (lossless; see the module
+    docstring). Equal to `canonical_json(obj)` whenever every string is valid Unicode."""
+    text = _dumps(obj)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE.sub("\ufffd", text).encode("utf-8", "surrogateescape")

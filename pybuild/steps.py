@@ -221,18 +221,49 @@ class StepRunner:
         keys = tuple(inputs[source].key for source in op_inputs(op))
         if isinstance(op, ImageSourceOp):
             image = self._image(op)
-            key = cache_key(key_input(op, keys, extra={"manifest": image.manifest_digest}))
+            key = cache_key(self.key_item(digest, op, keys, image))
             return StepResult(diff_ids=image.diff_ids, name=op.ref, key=key)
+        if isinstance(op, ScratchOp | ContextSourceOp):
+            key = cache_key(self.key_item(digest, op, keys))
+            return StepResult(diff_ids=(), context=isinstance(op, ContextSourceOp), key=key)
+        return self._layer_step(digest, self._networked(op), inputs, keys, step)
+
+    def plan_keys(self, ops: Mapping[str, Op], target: str) -> dict[str, str]:
+        """The cache key of every op `target` needs, made without running or looking up anything: base
+        images are resolved (their manifest digest is in the key), context selections checksummed."""
+        keys: dict[str, str] = {}
+        for digest in needed(ops, target)[0]:
+            op = ops[digest]
+            keys[digest] = cache_key(self.key_item(digest, op, tuple(keys[d] for d in op_inputs(op))))
+        return keys
+
+    def key_item(self, digest: str, op: Op, keys: tuple[str, ...],
+                 image: StoredImage | None = None) -> CacheKeyInput:
+        """What the cache key of `op` is made of, given its inputs' keys (in `op_inputs` order); `image`
+        is an image source's image when the caller has it."""
+        if isinstance(op, ImageSourceOp):
+            image = image or self._image(op)
+            return key_input(op, keys, extra={"manifest": image.manifest_digest})
         if isinstance(op, ScratchOp):
-            return StepResult(diff_ids=(), key=cache_key(key_input(op, keys)))
+            return key_input(op, keys)
+        content: tuple[tuple[str, str], ...] = ()
         if isinstance(op, ContextSourceOp):
             content = self.sums.content(op.includes) if self.sums is not None else ()
             with self._lock:
                 self._content[digest] = content
-            return StepResult(diff_ids=(), context=True, key=cache_key(key_input(op, keys, content=content)))
+            return key_input(op, keys, content=content)
+        op = self._networked(op)
+        if isinstance(op, FileOp) and op.source is not None and op.source.input in self._content:
+            # A COPY from the context keys the files it reads directly (not through the context op's
+            # key), so --explain-cache can name the file that changed.
+            content, keys = self._content[op.source.input], keys[:1]
+        return key_input(op, keys, epoch=self.epoch, content=content)
+
+    def _networked(self, op: ExecOp | FileOp) -> ExecOp | FileOp:
+        """`op` with the build's `--network` in place of a RUN's `default`."""
         if isinstance(op, ExecOp) and op.network == "default" and self.network != "default":
-            op = replace(op, network=self.network)
-        return self._layer_step(digest, op, inputs, keys, step)
+            return replace(op, network=self.network)
+        return op
 
     def _image(self, op: ImageSourceOp) -> StoredImage:
         """The image `op` names (local, or pulled by the build's resolver); errors point at its line."""
@@ -246,12 +277,7 @@ class StepRunner:
                     keys: tuple[str, ...], step: Step) -> StepResult:
         base = inputs[op.input]
         unkeyable = isinstance(op, FileOp) and bool(op.urls) and not op.checksum
-        content: tuple[tuple[str, str], ...] = ()
-        if isinstance(op, FileOp) and op.source is not None and op.source.input in self._content:
-            # A COPY from the context keys the files it reads directly (not through the context op's
-            # key), so --explain-cache can name the file that changed.
-            content, keys = self._content[op.source.input], keys[:1]
-        item = key_input(op, keys, epoch=self.epoch, content=content)
+        item = self.key_item(digest, op, keys)
         key = cache_key(item)
         if self._probing and (unkeyable or digest in self.no_cache):
             raise _WouldRun

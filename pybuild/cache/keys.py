@@ -3,7 +3,8 @@
 Who makes a `CacheKeyInput`: the solver, from a plan op (this module does not import the planner: every
 field is a plain value). Who uses the key: the cache index (`index.py`) and, later, the remote cache.
 
-A key covers, in canonical JSON (`digest.canonical_json`) under a version tag:
+A key covers, in canonical JSON (`digest.key_json`: bytes that are not UTF-8, in a RUN line, a value or a
+file name, are hashed as themselves, so two different byte strings never share a key) under a version tag:
 
 - `kind`: `exec`, `file`, `source`, … (the op type);
 - `definition`: what the step does. For RUN: command, env, user, workdir, mounts, network, security and
@@ -36,7 +37,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from pybuild.digest import canonical_json, sha256_digest
+from pybuild.digest import key_json, sha256_digest
 from pybuild.errors import InternalError
 from pybuild.record import record
 
@@ -89,7 +90,7 @@ def content_from(checksums: Mapping[str, bytes]) -> tuple[tuple[str, str], ...]:
 
 def cache_key(item: CacheKeyInput) -> str:
     """The cache key of a step: `sha256:<hex>` of canonical JSON of its normalised input."""
-    return sha256_digest(canonical_json(_keyed(item)))
+    return sha256_digest(key_json(_keyed(item)))
 
 
 def describe(item: CacheKeyInput) -> dict[str, Any]:
@@ -105,7 +106,7 @@ def describe(item: CacheKeyInput) -> dict[str, Any]:
 
 def _shown_arg(name: str, value: object) -> object:
     if is_secret_name(name):
-        return {"hidden": sha256_digest(canonical_json([KEY_VERSION, name, value]))}
+        return {"hidden": sha256_digest(key_json([KEY_VERSION, name, value]))}
     return value
 
 

@@ -112,7 +112,7 @@ class _Follower:
     def lstat(self, names: Sequence[str]) -> os.stat_result | None:
         try:
             return os.lstat(self.host(names))
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL, no file has one
             return None
         except OSError as exc:
             raise ContextError(f"cannot read {'/'.join(names)}: {exc.strerror}") from exc
@@ -120,7 +120,7 @@ class _Follower:
     def readlink(self, names: Sequence[str]) -> str | None:
         try:
             return os.readlink(self.host(names))
-        except OSError:
+        except (OSError, ValueError):
             return None  # it changed under us: the walk will see what it is now
 
     def matches(self, current: Sequence[str], pattern: str) -> list[tuple[str, bool, bool]]:
@@ -130,7 +130,7 @@ class _Follower:
             with os.scandir(self.host(current)) as entries:
                 found = [(entry.name, entry.is_symlink(), entry.is_dir(follow_symlinks=False))
                          for entry in entries if filepath_match(pattern, entry.name)]
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, ValueError):
             return []
         except ContextError:
             return []  # a malformed pattern: select_sources reports it

@@ -280,7 +280,12 @@ def _scan_instruction(
     return tokens
 
 
-def _instruction_tokens(head: Head, line: str) -> tuple[list[Token], bool]:
+# `ONBUILD ONBUILD ...` parses (BuildKit's AST nests it) but never builds; past this depth the parser stops
+# with the instruction layer's error instead of nesting (and recursing) once per word.
+_MAX_ONBUILD_NESTING = 16
+
+
+def _instruction_tokens(head: Head, line: str, depth: int = 0) -> tuple[list[Token], bool]:
     """Tokens for one instruction line (without EOL) and whether it may carry heredocs."""
     keyword, flags, args = split_command(line)
     head.keyword = keyword
@@ -300,8 +305,10 @@ def _instruction_tokens(head: Head, line: str) -> tuple[list[Token], bool]:
     if cmd == "healthcheck":
         tokens += _healthcheck_tokens(args)
     elif cmd == "onbuild":
+        if depth >= _MAX_ONBUILD_NESTING:
+            raise DockerfileError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
         inner = Head("", args, head.line, head.col, comments=())
-        inner_tokens, capable = _instruction_tokens(inner, args)
+        inner_tokens, capable = _instruction_tokens(inner, args, depth + 1)
         tokens += inner_tokens
         return tokens, capable and inner.keyword.lower() != "onbuild"
     else:

@@ -17,6 +17,12 @@ Every call reports which variables it referenced: `matched` (defined, even if em
 
 Unlike BuildKit's `Lex`, a `Lexer` keeps no per-call state, so one instance may be shared between threads.
 Every failure is a `DockerfileError`.
+
+A size cap BuildKit does not have: an expanded word may be at most `MAX_EXPANSION` (1 MiB, counted in
+characters) longer than the word as written, whatever the expansions in it (`$a$a`, `${v//x/$big}`). Forty
+lines of `ARG aN=$a(N-1)$a(N-1)` would otherwise need 2**40 characters; they stop at the line that passes
+1 MiB, with "failed to process ...: the expanded word is over 1 MiB larger than written". Literal text is
+never refused (a 2 MiB heredoc expands as long as its variables add less than 1 MiB).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from pybuild.record import record
 
@@ -36,7 +42,10 @@ if TYPE_CHECKING:
 from pybuild.dockerfile.shell_pattern import replace_pattern, trim_prefix, trim_suffix
 from pybuild.errors import DockerfileError, InternalError
 
-__all__ = ["Env", "Expansion", "Lexer", "build_env_map", "split_words"]
+__all__ = ["MAX_EXPANSION", "Env", "Expansion", "Lexer", "build_env_map", "split_words"]
+
+MAX_EXPANSION: Final = 1 << 20
+"""How much longer than written an expanded word may be (characters; see the module docstring)."""
 
 Env: TypeAlias = Mapping[str, str] | Sequence[str] | Sequence[tuple[str, str]]
 """An environment: a mapping, or an ordered sequence of `"K=V"` strings (a bare `"K"` means empty) or pairs."""
@@ -222,11 +231,12 @@ class _Words:
 class _Scan:
     """The state of one expansion: the text, the position, the environment and the names seen."""
 
-    __slots__ = ("lex", "text", "pos", "env", "env_map", "matched", "unmatched", "raw_escapes")
+    __slots__ = ("lex", "text", "pos", "env", "env_map", "matched", "unmatched", "raw_escapes", "limit")
 
     def __init__(self, lex: Lexer, text: str, env: Env) -> None:
         self.lex = lex
         self.text = text
+        self.limit = len(text) + MAX_EXPANSION
         self.pos = 0
         self.env = env
         self.env_map: Mapping[str, str] | None = None
@@ -261,6 +271,7 @@ class _Scan:
         text, end, escape = self.text, len(self.text), self.lex.escape
         plain = _plain_run(escape, stop)
         out: list[str] = []
+        size = 0
         while self.pos < end:
             run = plain.match(text, self.pos)
             if run is not None:
@@ -275,6 +286,7 @@ class _Scan:
                 return "".join(out)
             if ch == "$":
                 value = self.dollar()
+                size = self.grow(size, value)
                 if words is not None:
                     words.add_split(value)
             elif ch in "'\"":
@@ -289,6 +301,13 @@ class _Scan:
         if stop:
             raise DockerfileError(f"unexpected end of statement while looking for matching {stop}")
         return "".join(out)
+
+    def grow(self, size: int, value: str) -> int:
+        """`size` plus an expanded `value`; DockerfileError past the cap (`MAX_EXPANSION`)."""
+        size += len(value)
+        if size > self.limit:
+            raise _too_large()
+        return size
 
     def escaped(self) -> str:
         """The escape character and what follows: the next character, kept literally."""
@@ -313,6 +332,7 @@ class _Scan:
         text, end, escape = self.text, len(self.text), self.lex.escape
         plain = _double_quoted_run(escape)
         out = ['"'] if self.lex.raw_quotes else []
+        size = 0
         self.pos += 1
         while True:
             if self.pos >= end:
@@ -329,7 +349,9 @@ class _Scan:
                     out.append('"')
                 return "".join(out)
             if ch == "$":
-                out.append(self.dollar())
+                value = self.dollar()
+                size = self.grow(size, value)
+                out.append(value)
                 continue
             out.append(self._double_quoted_escape())
 
@@ -453,4 +475,12 @@ class _Scan:
         if value is None and self.lex.skip_unset:
             # BuildKit writes a single `/` back even for `//`; kept for identical output.
             return "${" + name + "/" + pattern + "/" + replacement + "}"
-        return replace_pattern(value or "", pattern, replacement, replace_all)
+        result = replace_pattern(value or "", pattern, replacement, replace_all, self.limit)
+        if result is None:
+            raise _too_large()
+        return result
+
+
+def _too_large() -> DockerfileError:
+    return DockerfileError(f"the expanded word is over {MAX_EXPANSION >> 20} MiB larger than written (pybuild's "
+                           "limit on one expansion)")

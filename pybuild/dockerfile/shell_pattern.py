@@ -75,25 +75,37 @@ def trim_suffix(pattern: str, value: str, greedy: bool) -> str:
     return trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
 
 
-def replace_pattern(value: str, pattern: str, replacement: str, replace_all: bool) -> str:
+def replace_pattern(value: str, pattern: str, replacement: str, replace_all: bool,
+                    limit: int | None = None) -> str | None:
     """`${v/p/r}` replaces the first (longest) match literally; `${v//p/r}` replaces every match.
 
     BuildKit uses Go's `ReplaceAllString` for `//`, so there the replacement is a Go template: `$$` is `$`,
     `$0`/`${0}` is the match, other group references are empty. The single form is a plain splice.
+    None when the result would be longer than `limit` characters (it is never built).
     """
     regex = _compile(pattern, True, False)
     if not replace_all:
         match = regex.search(value)
         if match is None:
             return value
+        if limit is not None and len(value) - (match.end() - match.start()) + len(replacement) > limit:
+            return None
         return value[: match.start()] + replacement + value[match.end() :]
-    return _replace_all(regex, value, replacement)
+    try:
+        return _replace_all(regex, value, replacement, limit)
+    except _TooLong:
+        return None
 
 
-def _replace_all(regex: re.Pattern[str], value: str, replacement: str) -> str:
+class _TooLong(Exception):
+    """A template expansion passed the limit (turned into None by `replace_pattern`)."""
+
+
+def _replace_all(regex: re.Pattern[str], value: str, replacement: str, limit: int | None) -> str | None:
     """Go's ReplaceAll loop: an empty match right after a previous match is not replaced (Python's is)."""
     template = "$" in replacement
     out: list[str] = []
+    size = 0
     last = pos = 0
     while pos <= len(value):
         match = regex.search(value, pos)
@@ -101,17 +113,26 @@ def _replace_all(regex: re.Pattern[str], value: str, replacement: str) -> str:
             break
         start, end = match.span()
         out.append(value[last:start])
+        size += start - last
         if end > last or start == 0:
-            out.append(_expand_template(replacement, match.group()) if template else replacement)
+            text = _expand_template(replacement, match.group(), limit) if template else replacement
+            out.append(text)
+            size += len(text)
+        if limit is not None and size > limit:
+            return None
         last = end
         pos = max(pos + 1, end)
     out.append(value[last:])
+    if limit is not None and size + len(value) - last > limit:
+        return None
     return "".join(out)
 
 
-def _expand_template(template: str, matched: str) -> str:
-    """Go's `Regexp.Expand` for a regex whose only group is group 0 (the whole match)."""
+def _expand_template(template: str, matched: str, limit: int | None) -> str:
+    """Go's `Regexp.Expand` for a regex whose only group is group 0 (the whole match); `_TooLong` when
+    the text would pass `limit` characters."""
     out: list[str] = []
+    size = 0
     while True:
         head, dollar, template = template.partition("$")
         out.append(head)
@@ -128,6 +149,9 @@ def _expand_template(template: str, matched: str) -> str:
         name, template = parsed
         if name == "0":
             out.append(matched)
+            size += len(matched)
+            if limit is not None and size > limit:
+                raise _TooLong
 
 
 def _template_ref(text: str) -> tuple[str, str] | None:

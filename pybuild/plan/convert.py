@@ -20,6 +20,7 @@ import posixpath
 import re
 from collections.abc import Callable, Mapping
 
+from pybuild.digest import sha256_digest
 from pybuild.dockerfile.commands import (
     AddCommand,
     ArgCommand,
@@ -35,8 +36,15 @@ from pybuild.dockerfile.shell import Lexer
 from pybuild.errors import ConfigError, DockerfileError, InternalError, at
 from pybuild.image.config import ContainerConfig, ImageConfig
 from pybuild.image.spec import Platform, format_rfc3339, host_platform, parse_platform, source_date_epoch
-from pybuild.plan.convert_args import PROXY_ARGS, platform_args, resolve_meta_args
-from pybuild.plan.convert_config import DEFAULT_PATH, StageState, apply_metadata, resolve_workdir
+from pybuild.plan.convert_args import PROXY_ARGS, Budget, platform_args, resolve_meta_args
+from pybuild.plan.convert_config import (
+    DEFAULT_PATH,
+    StageState,
+    apply_metadata,
+    check_path,
+    from_store,
+    resolve_workdir,
+)
 from pybuild.plan.ops import (
     ContextSourceOp,
     ExecOp,
@@ -101,7 +109,9 @@ class _Converter:
         self.base_configs = base_configs
         self.lexer = lexer
         self.created = created
-        self.meta = resolve_meta_args(stages.meta_args, build_args, platform_args(platform, build), lexer)
+        self.budget = Budget()
+        self.meta = resolve_meta_args(stages.meta_args, build_args, platform_args(platform, build), lexer,
+                                      self.budget)
         self.consumed = {arg.key for command in stages.meta_args for arg in command.args}
         self.consumed.add("SOURCE_DATE_EPOCH")
         self.ops: dict[str, Op] = {}
@@ -119,7 +129,9 @@ class _Converter:
 
     def add(self, op: Op) -> str:
         """Add `op` (or merge its spans into the identical op already there); return its digest."""
-        digest = op.digest
+        data = op.encoded()
+        self.budget.charge(len(data))
+        digest = sha256_digest(data)
         known = self.ops.get(digest)
         self.ops[digest] = op if known is None else merge_spans(known, op.spans)
         return digest
@@ -157,16 +169,18 @@ class _Converter:
         parent = self.stages.refers_to_stage(base_name, stage.index)
         if parent is not None:
             base_state = self.stage(parent)
-            return StageState(base_state.op, base_state.image(), platform, self.lexer, self.created)
+            return StageState(base_state.op, base_state.image(), platform, self.lexer, self.created,
+                              self.budget)
         if base_name == "scratch":
             empty = ImageConfig(architecture=platform.architecture, os=platform.os, variant=platform.variant,
                                 config=ContainerConfig(env=(f"PATH={DEFAULT_PATH}",)))
             return StageState(self.add(ScratchOp(spans=(stage.span,))), empty, platform, self.lexer,
-                              self.created)
+                              self.created, self.budget)
         op = self.add(ImageSourceOp(ref=base_name, platform=str(platform), spans=(stage.span,)))
-        config = self.base_configs(base_name) or ImageConfig(architecture=platform.architecture,
-                                                              os=platform.os, variant=platform.variant)
-        return StageState(op, config, platform, self.lexer, self.created)
+        stored = self.base_configs(base_name)
+        config = from_store(stored) if stored is not None else ImageConfig(
+            architecture=platform.architecture, os=platform.os, variant=platform.variant)
+        return StageState(op, config, platform, self.lexer, self.created, self.budget)
 
     def triggers(self, state: StageState, stage: Stage) -> tuple[Command, ...]:
         """The base's ONBUILD triggers, parsed, located at the FROM line (they run first; not inherited)."""
@@ -178,13 +192,14 @@ class _Converter:
                 commands.append(replace(parse_instruction(node), span=stage.span))
         return tuple(commands)
 
-    def source_of(self, ref: str, state: StageState, span: Span) -> str:
-        """The op digest `COPY --from=ref` / `--mount=from=ref` reads: a stage's result or an image."""
+    def source_of(self, ref: str, state: StageState, span: Span) -> tuple[str, str]:
+        """The op digest `COPY --from=ref` / `--mount=from=ref` reads (a stage's result or an image), and
+        `ref` expanded (what messages call it)."""
         name = self.lexer.process_word(ref, self.meta)
         other = self.stages.stage_by_name_or_index(name)
         if other is not None:
-            return self.stage(other).op
-        return self.add(ImageSourceOp(ref=name, platform=str(state.platform), spans=(span,)))
+            return self.stage(other).op, name
+        return self.add(ImageSourceOp(ref=name, platform=str(state.platform), spans=(span,))), name
 
     # -- instructions ---------------------------------------------------------------------------
     def dispatch(self, state: StageState, command: Command) -> None:
@@ -242,9 +257,9 @@ class _Converter:
 
     def mount_spec(self, state: StageState, raw: Mount, span: Span) -> MountSpec:
         mount = parse_mount(raw.spec, state.expand)
-        source_input = ""
+        source_input = from_ref = ""
         if mount.from_:
-            source_input = self.source_of(mount.from_, state, span)
+            source_input, from_ref = self.source_of(mount.from_, state, span)
         elif mount.type == "bind":
             includes = (mount.source,) if mount.source not in ("", ".", "/") else ()
             source_input = self.add(ContextSourceOp(includes=includes, spans=(span,)))
@@ -259,22 +274,27 @@ class _Converter:
             target = target or "/run/buildkit/ssh_agent.0"
         if target and not target.startswith("/"):
             target = posixpath.join(state.cwd, target)
+        check_path(target, "mount target")
+        check_path(mount.source, "mount source")
         return MountSpec(type=mount.type, target=target, input=source_input, source=mount.source,
                          readonly=mount.readonly, id=ident, sharing=sharing, required=mount.required,
-                         size=mount.size, mode=mount.mode, uid=mount.uid, gid=mount.gid, env=mount.env)
+                         size=mount.size, mode=mount.mode, uid=mount.uid, gid=mount.gid, env=mount.env,
+                         from_ref=from_ref)
 
     def copy_op(self, state: StageState, command: CopyCommand | AddCommand) -> None:
         is_add = isinstance(command, AddCommand)
-        paths = [state.expand(path) for path in command.sources]
-        raw_dest = state.expand(command.dest)
-        contents = tuple((c.path, state.expand_heredoc(c.data) if c.expand else c.data)
-                         for c in command.source_contents)
+        name = "ADD" if is_add else "COPY"
+        paths = [check_path(state.expand(path), f"{name} source") for path in command.sources]
+        raw_dest = check_path(state.expand(command.dest), f"{name} destination")
+        contents = tuple((check_path(c.path, f"{name} heredoc"),
+                          state.expand_heredoc(c.data) if c.expand else c.data) for c in command.source_contents)
         urls = tuple(p for p in paths if is_add and _URL.match(p))
         local = tuple(p for p in paths if p not in urls)
         source: FileSource | None = None
         from_ref = command.from_ if isinstance(command, CopyCommand) else ""
         if from_ref:
-            source = FileSource(input=self.source_of(from_ref, state, command.span), paths=local)
+            source_input, written = self.source_of(from_ref, state, command.span)
+            source = FileSource(input=source_input, paths=local, from_ref=written)
         elif local:
             context = ContextSourceOp(includes=local, excludes=command.excludes, spans=(command.span,))
             source = FileSource(input=self.add(context), paths=local)
@@ -288,8 +308,7 @@ class _Converter:
             unpack=command.unpack if isinstance(command, AddCommand) else None, cwd=state.cwd,
             user=state.user, spans=(command.span,),
         )
-        words = [*paths, *(f"<<{name}" for name, _ in contents)]
-        name = "ADD" if is_add else "COPY"
+        words = [*paths, *(f"<<{path}" for path, _ in contents)]
         state.commit(f"{name} {' '.join(words)} {raw_dest} # buildkit", layer_op=self.add(op))
 
 

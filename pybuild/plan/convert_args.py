@@ -6,18 +6,44 @@
   value, else the global ARG's value; `ARG x=d` takes the build-arg value, else `d` expanded.
 - ENV always overrides an ARG of the same name, in expansion and in a RUN's environment.
 - The predefined proxy args are usable by RUN without an ARG and never enter a cache key.
+
+`Budget` caps the text a plan may hold (`MAX_PLAN`, 128 MiB): op definitions (a RUN's argv and
+environment, COPY heredocs, ...), history entries and global ARG values. One expanded word is capped at
+1 MiB by the lexer (`shell.MAX_EXPANSION`), but a value that size copied into every later RUN's environment
+and history would still grow with the number of lines; a Dockerfile that passes 128 MiB fails at the line
+that did, with a one-line DockerfileError. Real Dockerfiles hold a few hundred KiB at most.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Final
 
 from pybuild.dockerfile.commands import ArgCommand
 from pybuild.dockerfile.shell import Lexer
-from pybuild.errors import at
+from pybuild.errors import DockerfileError, at
 from pybuild.image.spec import Platform
 
-__all__ = ["PROXY_ARGS", "Scope", "platform_args", "resolve_meta_args"]
+__all__ = ["MAX_PLAN", "PROXY_ARGS", "Budget", "Scope", "platform_args", "resolve_meta_args"]
+
+MAX_PLAN: Final = 128 << 20
+"""Characters of definitions, history and global ARG values one plan may hold (see the module docstring)."""
+
+
+class Budget:
+    """The text a plan holds so far; DockerfileError once it passes `limit`."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int = MAX_PLAN) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def charge(self, size: int) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise DockerfileError(f"the build plan holds over {self.limit >> 20} MiB of commands, environments "
+                                  "and history (pybuild's limit; a large variable used in every step?)")
 
 PROXY_ARGS = frozenset({
     "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
@@ -38,9 +64,10 @@ def platform_args(target: Platform, build: Platform) -> dict[str, str]:
 
 
 def resolve_meta_args(meta_args: Iterable[ArgCommand], build_args: Mapping[str, str],
-                      auto: Mapping[str, str], lexer: Lexer) -> dict[str, str]:
+                      auto: Mapping[str, str], lexer: Lexer, budget: Budget | None = None) -> dict[str, str]:
     """Values of the global ARGs (plus `auto`): build-arg value, else the default expanded in order."""
     values = dict(auto)
+    budget = budget or Budget()
     for command in meta_args:
         with at(command.span):
             for arg in command.args:
@@ -48,6 +75,7 @@ def resolve_meta_args(meta_args: Iterable[ArgCommand], build_args: Mapping[str, 
                     values[arg.key] = build_args[arg.key]
                 elif arg.default is not None:
                     values[arg.key] = lexer.process_word(arg.default, values)
+                    budget.charge(len(values[arg.key]))
     return values
 
 

@@ -34,10 +34,11 @@ from pybuild.dockerfile.shell import Lexer
 from pybuild.errors import DockerfileError
 from pybuild.image.config import ContainerConfig, Healthcheck, History, ImageConfig
 from pybuild.image.spec import Platform
-from pybuild.plan.convert_args import Scope
+from pybuild.plan.convert_args import Budget, Scope
+from pybuild.record import replace
 
-__all__ = ["DEFAULT_PATH", "DEFAULT_SHELL", "StageState", "apply_metadata", "go_duration", "go_healthcheck",
-           "go_list", "go_words"]
+__all__ = ["DEFAULT_PATH", "DEFAULT_SHELL", "StageState", "apply_metadata", "check_path", "from_store",
+           "go_duration", "go_healthcheck", "go_list", "go_words"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHELL = ("/bin/sh", "-c")
@@ -105,8 +106,10 @@ def go_healthcheck(health: Healthcheck) -> str:
 class StageState:
     """One stage while it is converted: made by `convert`, changed instruction by instruction."""
 
-    def __init__(self, op: str, base: ImageConfig, platform: Platform, lexer: Lexer, created: str | None):
+    def __init__(self, op: str, base: ImageConfig, platform: Platform, lexer: Lexer, created: str | None,
+                 budget: Budget):
         cfg = base.config
+        self.budget = budget
         self.op = op
         self.base = base
         self.platform = platform
@@ -157,6 +160,7 @@ class StageState:
     # -- results --------------------------------------------------------------------------------
     def commit(self, created_by: str, *, layer_op: str | None = None) -> None:
         """Add a history entry; with `layer_op` the step makes a layer (and becomes the current op)."""
+        self.budget.charge(len(created_by))
         if layer_op is not None:
             self.op = layer_op
             self.layers.append(layer_op)
@@ -301,7 +305,39 @@ def apply_metadata(state: StageState, command: Command) -> bool:
     return True
 
 
+_PATH_MAX = 4096  # Linux's PATH_MAX, in bytes
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def from_store(config: ImageConfig) -> ImageConfig:
+    """A base image's config as Go reads it: a lone surrogate in one of the values a step uses (env, user,
+    workdir, shell, ONBUILD triggers) can only come from a JSON `\\udXXX` escape, which Go's decoder turns
+    into U+FFFD. (Values from this Dockerfile keep theirs: they stand for bytes that are not UTF-8.)"""
+    cfg = config.config
+    if not any(_SURROGATE.search(text) for text in (*cfg.env, cfg.user, cfg.working_dir, *cfg.shell,
+                                                     *cfg.on_build)):
+        return config
+
+    def fix(text: str) -> str:
+        return _SURROGATE.sub("\ufffd", text)
+
+    fixed = replace(cfg, env=tuple(map(fix, cfg.env)), user=fix(cfg.user), working_dir=fix(cfg.working_dir),
+                    shell=tuple(map(fix, cfg.shell)), on_build=tuple(map(fix, cfg.on_build)))
+    return replace(config, config=fixed)
+
+
+def check_path(path: str, what: str) -> str:
+    """`path` itself; DockerfileError if it holds a NUL byte, which no file name can, or is longer than
+    PATH_MAX (the step would fail on it, or the OS call reading it; a huge wildcard pattern would cost
+    seconds to compile and match)."""
+    if "\0" in path:
+        raise DockerfileError(f"{what} {go_quote(path)}: a path cannot hold a NUL byte")
+    if len(path) > _PATH_MAX // 4 and len(path.encode("utf-8", "surrogatepass")) > _PATH_MAX:
+        raise DockerfileError(f"{what} {go_quote(path[:40])}...: longer than {_PATH_MAX} bytes (PATH_MAX)")
+    return path
+
+
 def resolve_workdir(state: StageState, path: str) -> str:
     """WORKDIR's new directory: expanded, relative to the current one, cleaned (BuildKit)."""
-    value = state.expand(path)
+    value = check_path(state.expand(path), "WORKDIR")
     return posixpath.normpath(posixpath.join(state.cwd, value)) if value else state.cwd

@@ -4,7 +4,8 @@ An op is a frozen record naming one step of the build: a source (base image, scr
 a change to a filesystem (RUN → `ExecOp`, COPY/ADD/WORKDIR → `FileOp`). Ops refer to their inputs by
 digest, so the plan is a DAG keyed by digest and can be dumped to JSON and diffed.
 
-An op's `digest` is the sha256 of the canonical JSON of its definition: its kind and every field except
+An op's `digest` is the sha256 of the canonical JSON (`digest.key_json`: bytes that are not UTF-8 hashed as
+themselves) of its definition: its kind and every field except
 `spans` (where it came from in the Dockerfile) and `proxy_env` (the predefined proxy args, which BuildKit
 keeps out of cache keys, too). Two identical steps (two stages on one base) are one op with both spans.
 
@@ -20,7 +21,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pybuild.digest import canonical_json, sha256_digest
+from pybuild.digest import key_json, sha256_digest
 from pybuild.image.config import ImageConfig
 from pybuild.record import fields, record, replace
 from pybuild.source import Span
@@ -33,13 +34,16 @@ __all__ = [
 _NOT_HASHED = frozenset({"spans", "proxy_env"})
 
 
-def _jsonable(value: object) -> Any:
+def _jsonable(value: object, hashed: bool = False) -> Any:
+    """`value` as JSON values; with `hashed`, without the fields a nested record keeps for messages only
+    (its `unhashed` class attribute)."""
     if isinstance(value, tuple | list):
-        return [_jsonable(item) for item in value]
+        return [_jsonable(item, hashed) for item in value]
     if isinstance(value, Mapping):
-        return {str(key): _jsonable(item) for key, item in value.items()}
+        return {str(key): _jsonable(item, hashed) for key, item in value.items()}
     if hasattr(value, "__record_fields__"):
-        return {name: _jsonable(getattr(value, name)) for name in fields(value)}
+        skip: frozenset[str] = getattr(value, "unhashed", frozenset()) if hashed else frozenset()
+        return {name: _jsonable(getattr(value, name), hashed) for name in fields(value) if name not in skip}
     return value
 
 
@@ -54,18 +58,22 @@ class _OpBase:
         out: dict[str, Any] = {"kind": self.kind}
         for name in fields(self):
             if name not in _NOT_HASHED:
-                out[name] = _jsonable(getattr(self, name))
+                out[name] = _jsonable(getattr(self, name), hashed=True)
         return out
+
+    def encoded(self) -> bytes:
+        """The canonical JSON of `definition()` that `digest` hashes (`key_json`: lossless)."""
+        return key_json(self.definition())
 
     @property
     def digest(self) -> str:
-        """`sha256:` digest of the canonical JSON of `definition()`."""
-        return sha256_digest(canonical_json(self.definition()))
+        """`sha256:` digest of `encoded()`."""
+        return sha256_digest(self.encoded())
 
     def to_dict(self) -> dict[str, Any]:
-        """The definition plus spans (and proxy env), for `Plan.to_json`."""
-        out = self.definition()
-        for name in _NOT_HASHED & set(fields(self)):
+        """Every field (the definition plus spans, proxy env and names), for `Plan.to_json`."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for name in fields(self):
             out[name] = _jsonable(getattr(self, name))
         return out
 
@@ -101,8 +109,12 @@ class ContextSourceOp(_OpBase):
 
 @record(kw_only=True)
 class MountSpec:
-    """One `RUN --mount` with every value expanded; `input` is the digest of its source op ('' = none)."""
+    """One `RUN --mount` with every value expanded; `input` is the digest of its source op ('' = none).
 
+    `from_ref` is the `from=` value (expanded) as the Dockerfile names the stage or image, for messages;
+    it is not hashed (`from=0` and `from=build` of one stage are one mount)."""
+
+    unhashed: ClassVar[frozenset[str]] = frozenset({"from_ref"})
     type: str
     target: str
     input: str = ""
@@ -116,6 +128,7 @@ class MountSpec:
     uid: int | None = None
     gid: int | None = None
     env: str | None = None
+    from_ref: str = ""
 
 
 @record(kw_only=True)
@@ -148,10 +161,15 @@ class ExecOp(_OpBase):
 
 @record(kw_only=True)
 class FileSource:
-    """Where a COPY/ADD reads from: the op `input` (context, stage or image) and the paths in it."""
+    """Where a COPY/ADD reads from: the op `input` (context, stage or image) and the paths in it.
 
+    `from_ref` is the `--from` value (expanded) as the Dockerfile names the stage or image ('' for the
+    context), for messages; it is not hashed."""
+
+    unhashed: ClassVar[frozenset[str]] = frozenset({"from_ref"})
     input: str
     paths: tuple[str, ...]
+    from_ref: str = ""
 
 
 @record(kw_only=True)

@@ -230,7 +230,7 @@ class Worker:
                     raise UserError(f"RUN --mount=type={spec.type} reads the build context, and this build "
                                     "has none")
             else:
-                label = source.name or spec.input
+                label = spec.from_ref or source.name or spec.input
                 if sources.setdefault(label, spec.input) != spec.input:
                     label = spec.input  # two sources with one name: tell them apart by digest
                     sources[label] = spec.input
@@ -278,7 +278,8 @@ class Worker:
         with self.snapshots.mounted_rootfs(self.chain(source)) as other:
             from pybuild.worker.fileops import stage_view
 
-            self._place(op, rootfs, stage_view(other.rootfs), other.rootfs, source.name or "from")
+            self._place(op, rootfs, stage_view(other.rootfs), other.rootfs,
+                        op.source.from_ref or source.name or "from")
 
     def _place(self, op: FileOp, rootfs: str, view: TreeView, source_root: str, from_stage: str | None) -> None:
         if op.action == "add":
