@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pybuild.dockerfile.shell import Expansion, Lexer, build_env_map, split_words
+from pybuild.dockerfile.shell import MAX_EXPANSION, Expansion, Lexer, build_env_map, split_words
 from pybuild.errors import DockerfileError, InternalError
 
 LEX = Lexer()
@@ -222,3 +222,35 @@ def test_only_dockerfile_errors_escape(text: str, raw_quotes: bool, skip_unset: 
             continue
         assert len(single.words) == 1
         assert single.matched == multi.matched and single.unmatched == multi.unmatched
+
+
+# -- the size cap (MAX_EXPANSION) ----------------------------------------------------------------------
+
+HALF = {"h": "x" * (MAX_EXPANSION // 2 + 64), "one": "1"}  # two of them pass the cap
+
+
+@pytest.mark.parametrize("word", ["$h$h", "${h}${h}", '"$h$h"', "'a'$h$h", "${none:-$h$h}", "${h:+$h$h}",
+                                  "${h/x/$h$h}", "${h//x/xx}", "${h//?/$one$one}", "a$h${h}b"])
+def test_expansion_past_the_cap_is_an_error(word: str) -> None:
+    for lexer in (LEX, Lexer(raw_quotes=True, raw_escapes=True)):
+        with pytest.raises(DockerfileError, match="over 1 MiB larger than written"):
+            lexer.process_word(word, HALF)
+        with pytest.raises(DockerfileError, match="over 1 MiB larger than written"):
+            lexer.process_words(word, HALF)
+
+
+def test_expansion_up_to_the_cap_and_literal_text_are_kept() -> None:
+    value = "y" * (MAX_EXPANSION // 2)
+    assert LEX.process_word("$v$v", {"v": value}) == value * 2
+    assert LEX.process_word("${v//y/yy}", {"v": value}) == value * 2
+    literal = "z" * (2 * MAX_EXPANSION)
+    assert LEX.process_word(literal + "$v", {"v": "1"}) == literal + "1"
+
+
+def test_a_replacement_template_cannot_multiply_past_the_cap() -> None:
+    # `${v//p/r}` takes r as a Go template: `$0` is the match (`\$0` keeps the lexer from expanding it
+    # first; the template keeps the backslash)
+    env = {"v": "x" * 1024}
+    assert LEX.process_word("${v//x*/\\$0\\$0}", env) == ("\\" + "x" * 1024) * 2
+    with pytest.raises(DockerfileError, match="over 1 MiB larger than written"):
+        LEX.process_word("${v//x*/" + "\\$0" * 1100 + "}", env)
