@@ -7,7 +7,8 @@ prepared. For each call:
    at the given rootfs) and the generated /etc/hosts, /etc/resolv.conf and /etc/hostname. config.json is
    a symlink to `/proc/<pid>/fd/<n>`, a sealed memfd holding the spec: the process's env (which holds the
    values of `--mount=type=secret,env=` secrets) is never in a file, and the symlink dangles once pybuild
-   is gone;
+   is gone (a plain file only where /proc belongs to another pid namespace, so the runtime could not
+   reach the memfd);
 2. `<runtime> --root <store>/run/<runtime>/ --log <bundle>/runtime.log run --bundle <bundle> <id>` starts in
    its own process group (a terminal's Ctrl-C reaches pybuild only, which then cleans up) with stdout and
    stderr on pipes. Without a terminal `runc run` hands its stdio straight to the container process, so two
@@ -62,6 +63,7 @@ from pybuild.digest import canonical_json
 from pybuild.errors import ConfigError, StepFailed
 from pybuild.record import record
 from pybuild.worker import ownerlock
+from pybuild.worker.secretfiles import proc_is_ours
 from pybuild.worker import spec as ocispec
 from pybuild.worker.types import HostMount, NetworkMode, OutputSink, ProcessSpec
 from pybuild.worker.users import resolve_user
@@ -157,8 +159,13 @@ def prepare_bundle(
                                        etc_files=etc, mounts=mounts)
         # bytes that are not UTF-8 (a RUN line, an ENV value) as U+FFFD, as BuildKit's Go encoder writes
         # them (json.dump's "\udcff" escapes: runc read them as U+FFFD, crun as CESU-8 bytes)
-        spec_fd = _spec_memfd(canonical_json(config))
-        os.symlink(f"/proc/{os.getpid()}/fd/{spec_fd}", os.path.join(path, "config.json"))
+        data = canonical_json(config)
+        if proc_is_ours():
+            spec_fd = _spec_memfd(data)
+            os.symlink(f"/proc/{os.getpid()}/fd/{spec_fd}", os.path.join(path, "config.json"))
+        else:  # the runtime could not reach our memfd: a plain file (removed with the bundle)
+            with open(os.path.join(path, "config.json"), "wb") as handle:
+                handle.write(data)
         yield Bundle(path=path, container_id=container_id, state_root=state_root(runtime))
     finally:
         shutil.rmtree(path, ignore_errors=True)

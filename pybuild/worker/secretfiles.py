@@ -24,7 +24,8 @@ Where the values live:
   one left by a killed pybuild has a free lock, and `sweep_stale` removes it.
 
 Which one is used is settled once per process by a probe: cloning (`open_tree(OPEN_TREE_CLONE)`) a file of
-a detached tmpfs, which passes the kernel's check a bind mount of it does (`may_copy_tree`).
+a detached tmpfs, which passes the kernel's check a bind mount of it does (`may_copy_tree`), and reaching it
+through /proc/<pid>/fd (/proc may belong to another pid namespace).
 """
 
 from __future__ import annotations
@@ -166,16 +167,33 @@ def _detached_tmpfs() -> int:
 
 
 @functools.cache
+def proc_is_ours() -> bool:
+    """Whether /proc/<our pid> is this process (not so when /proc belongs to another pid namespace): the
+    runtime reaches our memfd and detached tmpfs through it."""
+    try:
+        return os.readlink("/proc/self") == str(os.getpid())
+    except OSError:
+        return False
+
+
+@functools.cache
 def detached_mounts_work() -> bool:
-    """Whether a file of a detached tmpfs can be bind-mounted (probed once per process)."""
+    """Whether a file of a detached tmpfs can be bind-mounted from `/proc/<pid>/fd/<fd>/<name>` (probed once
+    per process)."""
+    if not proc_is_ours():
+        return False
     try:
         mount = _detached_tmpfs()
     except OSError:
         return False
     try:
-        os.close(os.open("probe", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=mount))
+        fd = os.open("probe", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=mount)
+        try:
+            made, seen = os.fstat(fd), os.stat(f"/proc/{os.getpid()}/fd/{mount}/probe")
+        finally:
+            os.close(fd)
         os.close(_syscall(_SYS_OPEN_TREE, mount, b"probe", _OPEN_TREE_CLONE | os.O_CLOEXEC))
-        return True
+        return (made.st_dev, made.st_ino) == (seen.st_dev, seen.st_ino)
     except OSError:
         return False
     finally:

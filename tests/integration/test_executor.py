@@ -327,6 +327,22 @@ class TestRuns:
         assert leftover_processes(marker) == []
 
 
+def test_bundle_spec_is_a_memfd_unless_proc_is_another_pid_namespace(rootfs: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    process = ProcessSpec(args=("true",), env=("V=1",))
+    with executor.prepare_bundle(str(rootfs), process) as bundle:
+        config = Path(bundle.path) / "config.json"
+        assert os.readlink(config).startswith(f"/proc/{os.getpid()}/fd/")
+        assert json.loads(config.read_text())["process"]["env"][-1] == "V=1"
+        with pytest.raises(OSError):  # sealed
+            config.write_text("{}")
+    assert not config.exists()
+    monkeypatch.setattr(executor, "proc_is_ours", lambda: False)
+    with executor.prepare_bundle(str(rootfs), process) as bundle:
+        config = Path(bundle.path) / "config.json"
+        assert not config.is_symlink() and json.loads(config.read_text())["process"]["env"][-1] == "V=1"
+
+
 def test_missing_runtime_is_a_config_error(rootfs: Path) -> None:
     from pybuild.errors import ConfigError
 
