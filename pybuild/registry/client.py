@@ -188,12 +188,10 @@ class RegistryClient:
             raise RegistryError(f"invalid digest: {digest!r}")
         return digest.split(":", 1)[0]
 
-    def _transport_error(self, exc: BaseException, *, retriable: bool = False) -> RegistryError:
+    def _transport_error(self, exc: BaseException) -> RegistryError:
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)):
-            message = f"cannot reach registry {self.host}: {reason(exc)}"
-        else:
-            message = f"connection to registry {self.host} failed: {reason(exc)}"
-        return Retriable(message) if retriable else RegistryError(message)
+            return RegistryError(f"cannot reach registry {self.host}: {reason(exc)}")
+        return RegistryError(f"connection to registry {self.host} failed: {reason(exc)}")
 
     def _attempt_failed(self, exc: BaseException) -> RegistryError:
         """The error of an attempt that `exc` (a transport error) ended: the meter's when a bound ran out

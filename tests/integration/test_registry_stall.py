@@ -316,3 +316,8 @@ def test_with_the_default_bounds_a_drip_and_a_stall_fail_a_pull_in_under_3_minut
     for (proc, took), proxy in zip(results, (dripping, silent)):
         assert error_of(proc) == f"error: blob {layer['digest']} from registry {proxy.host} {stalled}"
         assert 55 < took < 180, took
+
+
+def test_a_bad_setting_is_a_one_line_error(tmp_path: Path) -> None:
+    proc, _ = cli(str(tmp_path / "store"), "pull", "127.0.0.1:1/x:1", env={"PYBUILD_REGISTRY_SPEED_TIME": "soon"})
+    assert error_of(proc) == "error: invalid PYBUILD_REGISTRY_SPEED_TIME: 'soon' (expected a number, more than 0)"
