@@ -22,9 +22,9 @@ rewrites that copy with an empty env as soon as crun has written it (polled ever
 writes it ~5 ms after it starts, before the container runs). A pybuild killed in that window leaves the
 copy until the next build or `prune` reaps the container and its state dir.
 
-`reap_stale_runs` (every build, `pybuild prune`) kills and deletes the containers of dead builds, removes
-their bundles, and sweeps the secret dirs dead processes left (`secretfiles.sweep_stale`). A bundle's
-owner is the process holding the flock on its owner.json (`ownerlock`).
+`reap_stale_runs` (a build before its first step, `pybuild prune`) kills and deletes the containers of dead
+builds, removes their bundles, and sweeps the secret dirs dead processes left (`secretfiles.sweep_stale`).
+A bundle's owner is the process holding the flock on its owner.json (`ownerlock`).
 
 Failure and cancellation (DESIGN.md "nothing leaks"): on a timeout, on `cancel` being set, on
 KeyboardInterrupt or any other exception, the `finally` block runs `<runtime> kill <id> KILL` (the pid

@@ -1,7 +1,7 @@
 """The host side of RUN `--mount=type=secret` files: memory that no path on disk names, gone with pybuild.
 
 Made by `mounts._Preparer` (one `SecretFiles` per RUN, closed with the RUN's other mounts); `sweep_stale`
-is called by `executor.reap_stale_runs`, so by every build and by `pybuild prune`.
+is called by `executor.reap_stale_runs`, so by every build that runs a step and by `pybuild prune`.
 
     files = SecretFiles()
     source = files.add(value, mode=0o400, uid=0, gid=0)   # what the runtime bind-mounts (read-only)
