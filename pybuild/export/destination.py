@@ -7,7 +7,7 @@ Who uses it: the exporters (`exporters.py`: `-o type=oci|docker|tar|local`, `pyb
   removes the temp.
 - A kill -9 cannot remove it, so every export first sweeps the partials beside its destination that no live
   writer holds: the writer keeps an exclusive flock on its temp (the file, or the directory itself) until it
-  is renamed or removed, as the store's blob temps are kept (`store/cas.py`). A writer checks, once locked,
+  is renamed or removed, as the store's blob temps are kept (`store/orphans.py`). A writer checks, once locked,
   that its temp is still linked, which closes the window between making the temp and locking it.
   Why not O_TMPFILE + linkat for files: it leaves directory outputs (tar=false, type=local) to this sweep
   anyway, linkat cannot replace an existing destination (a named temp and a rename again), and some
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from pybuild.errors import ConfigError
 from pybuild.store.diskspace import free_space
+from pybuild.store.orphans import remove_if_orphaned
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -77,13 +78,6 @@ def dest_error(exc: OSError, dest: str, what: str = "") -> DestError:
     return DestError(f"{where}: {reason}", exc, dest, what)
 
 
-def _failed(tmp: str, exc: BaseException) -> None:
-    """Remove the partial output `tmp`; a disk error is said again with the space freed."""
-    _remove(tmp)
-    if isinstance(exc, DestError) and exc.os_error.errno in _DISK:
-        raise dest_error(exc.os_error, exc.dest, exc.what) from exc.os_error
-
-
 class DestFile(io.FileIO):
     """The temp file of a file output (unbuffered; every write is whole): an OS error is said as the
     destination's, so errors reading the store keep their own messages."""
@@ -109,21 +103,16 @@ def new_file(dest: str) -> Iterator[DestFile]:
     if os.path.isdir(dest):
         raise ConfigError(f"cannot write output {dest}: it is a directory",
                           hint="give a file name, or use tar=false")
-    parent = os.path.dirname(os.path.abspath(dest))
-    sweep_partials(parent)
-    fd, tmp = _locked(dest, lambda: tempfile.mkstemp(prefix=PREFIX, dir=parent))
-    try:
+    with _partial(dest, lambda parent: tempfile.mkstemp(prefix=PREFIX, dir=parent)) as (fd, tmp):
         with DestFile(fd, dest) as out:  # closing it releases the lock, after the rename
             yield out
-            try:
+
+            def publish() -> None:
                 os.fsync(fd)
                 os.fchmod(fd, 0o644)
                 os.replace(tmp, dest)
-            except OSError as exc:
-                raise dest_error(exc, dest) from exc
-    except BaseException as exc:
-        _failed(tmp, exc)
-        raise
+
+            _finish(dest, publish)
 
 
 @contextmanager
@@ -152,23 +141,43 @@ def new_dir(dest: str) -> Iterator[str]:
         if os.listdir(dest):
             raise ConfigError(f"output directory {dest} exists and is not empty",
                               hint="remove it or pick another")
+    with _partial(dest, _mkdtemp) as (fd, tmp):
+        try:
+            yield tmp
+
+            def publish() -> None:
+                os.chmod(tmp, 0o755)
+                if os.path.isdir(dest):
+                    os.rmdir(dest)
+                os.rename(tmp, dest)
+
+            _finish(dest, publish)
+        finally:
+            os.close(fd)  # the lock goes with it, after the rename
+
+
+@contextmanager
+def _partial(dest: str, make: Callable[[str], tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """A temp beside `dest`, made by `make(parent)` once the parent's dead partials are swept, and locked:
+    (fd, path). Removed when the block fails."""
     parent = os.path.dirname(os.path.abspath(dest))
     sweep_partials(parent)
-    fd, tmp = _locked(dest, lambda: _mkdtemp(parent))
+    fd, tmp = _locked(dest, lambda: make(parent))
     try:
-        yield tmp
-        try:
-            os.chmod(tmp, 0o755)
-            if os.path.isdir(dest):
-                os.rmdir(dest)
-            os.rename(tmp, dest)
-        except OSError as exc:
-            raise dest_error(exc, dest) from exc
+        yield fd, tmp
     except BaseException as exc:
-        _failed(tmp, exc)
+        _remove(tmp)
+        if isinstance(exc, DestError) and exc.os_error.errno in _DISK:  # said again with the space freed
+            raise dest_error(exc.os_error, exc.dest, exc.what) from exc.os_error
         raise
-    finally:
-        os.close(fd)
+
+
+def _finish(dest: str, steps: Callable[[], None]) -> None:
+    """Run the last `steps` of an output (sync, mode, rename): their OS errors are the destination's."""
+    try:
+        steps()
+    except OSError as exc:
+        raise dest_error(exc, dest) from exc
 
 
 def _mkdtemp(parent: str) -> tuple[int, str]:
@@ -205,28 +214,7 @@ def sweep_partials(parent: str) -> int:
         names = [name for name in os.listdir(parent) if _PARTIAL.fullmatch(name)]
     except OSError:
         return 0
-    return sum(1 for name in names if _remove_if_unlocked(os.path.join(parent, name)))
-
-
-def _remove_if_unlocked(path: str) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False  # a live writer holds it
-        try:
-            if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
-                return False  # renamed away and the name reused meanwhile
-        except FileNotFoundError:
-            return False
-        _remove(path)
-        return not os.path.lexists(path)
-    finally:
-        os.close(fd)
+    return sum(1 for name in names if remove_if_orphaned(os.path.join(parent, name), _remove))
 
 
 def _remove(path: str) -> None:

@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 from pybuild.errors import StoreError
 from pybuild.store.diskspace import disk_fault
+from pybuild.store.orphans import remove_if_orphaned
 
 CHUNK = 1 << 20
 _HEX = re.compile(r"[0-9a-f]{64}")
@@ -342,24 +343,7 @@ class BlobStore:
 
     @staticmethod
     def _remove_if_unlocked(path: str) -> bool:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # a live writer holds it
-            try:
-                if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
-                    return False  # renamed away and the name reused meanwhile
-                os.unlink(path)
-            except FileNotFoundError:
-                return False
-            return True
-        finally:
-            os.close(fd)
+        return remove_if_orphaned(path, os.unlink)
 
     def _missing(self, digest: str) -> StoreError:
         return StoreError(f"blob not found: {digest} (expected at {self.path(digest)})")

@@ -47,7 +47,7 @@ import pytest
 
 from pybuild.errors import UserError
 from pybuild.store.compress import compress
-from pybuild.store.tarlayer import BLOCK, LayerEntry, write_entries
+from pybuild.store.tarlayer import BLOCK, LayerEntry, _pax_record, write_entries
 from tests.bases import need
 
 pytestmark = pytest.mark.root
@@ -188,14 +188,6 @@ def _headers(buf: bytes) -> list[int]:
 
 def _pad(data: bytes) -> bytes:
     return data + b"\0" * (-len(data) % BLOCK)
-
-
-def _pax_record(key: bytes, value: bytes) -> bytes:
-    body = b" " + key + b"=" + value + b"\n"
-    length = len(body) + 1
-    while len(b"%d" % length) + len(body) != length:
-        length += 1
-    return b"%d" % length + body
 
 
 def _mutate(rng: random.Random, data: bytes, log: list[str]) -> bytes:

@@ -15,7 +15,14 @@ import pytest
 
 from pybuild.errors import StoreError
 from pybuild.store.apply import apply_layer
-from pybuild.store.tarlayer import LayerEntry, iter_layer, read_entries, write_dir_layer, write_entries
+from pybuild.store.tarlayer import (
+    LayerEntry,
+    _pax_record,
+    iter_layer,
+    read_entries,
+    write_dir_layer,
+    write_entries,
+)
 
 ROOT = os.geteuid() == 0
 
@@ -288,13 +295,7 @@ def _hdr(name: bytes, typeflag: bytes = b"0", size: bytes = b"%011o\0" % 0, **fi
 
 
 def _pax(*records: tuple[bytes, bytes]) -> bytes:
-    body = b""
-    for key, value in records:
-        line = b" " + key + b"=" + value + b"\n"
-        length = len(line) + 1
-        while len(b"%d" % length) + len(line) != length:
-            length += 1
-        body += b"%d" % length + line
+    body = b"".join(_pax_record(key, value) for key, value in records)
     return _hdr(b"././@PaxHeader", b"x", b"%011o\0" % len(body)) + body + b"\0" * (-len(body) % 512)
 
 
