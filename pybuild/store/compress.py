@@ -29,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, Literal, Protocol, cast
 
 from pybuild.errors import StoreError
+from pybuild.store.zstdslice import ZstdSlicer
 
 Compression = Literal["gzip", "zstd", "uncompressed"]
 COMPRESSIONS: tuple[str, ...] = ("gzip", "zstd", "uncompressed")
@@ -209,6 +210,9 @@ class _DecompressRaw(io.RawIOBase):
         self.src = src
         self.compression = compression
         self._input = head
+        self._slicer: ZstdSlicer | None = None
+        if compression == "zstd":  # bounded output per decompress call (a bomb-proof feed, zstdslice.py)
+            self._slicer, self._input = ZstdSlicer(head, src.read), b""
         self._out = b""
         self._out_pos = 0
         self._dec: Any = self._new_decoder()
@@ -230,6 +234,8 @@ class _DecompressRaw(io.RawIOBase):
         if self._input:
             data, self._input = self._input, b""
             return data
+        if self._slicer is not None:
+            return self._slicer.next_slice()
         return self.src.read(1 << 16)
 
     def _fill(self) -> bool:
