@@ -172,7 +172,7 @@ class _Build:
             from pybuild.worker.executor import reap_stale_runs
             from pybuild.worker.snapshots import Snapshots
 
-            reap_stale_runs()  # a killed build's container first, then (Snapshots.open) its mounts
+            reap_stale_runs(store.root)  # a killed build's container first, then (Snapshots.open) its mounts
 
             return Worker(store, ctx, request.runtime, snapshots=Snapshots.open(store), epoch=epoch,
                           secrets=secrets)

@@ -368,7 +368,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         with store.exclusive_lock():
             from pybuild.worker.executor import reap_stale_runs
 
-            reap_stale_runs()
+            reap_stale_runs(store.root)
             snapshots = Snapshots.open(store).prune(store)
     print(f"removed {len(dropped)} cache entr{'y' if len(dropped) == 1 else 'ies'}, {len(report.removed)} "
           f"blob(s) and {snapshots} snapshot(s), reclaimed {_human_size(report.reclaimed)}; "

@@ -161,7 +161,7 @@ class Worker:
             process = ProcessSpec(args=op.args, env=_with_env(op.env + op.proxy_env, env), user=op.user,
                                   cwd=op.cwd or "/")
             run_process(active.rootfs, process, network=network, mounts=mounts, runtime=self.runtime,
-                        output=self.output, cancel=cancel)
+                        output=self.output, cancel=cancel, store_root=self.store.root)
         return StepResult(diff_ids=base.diff_ids + (made[0],))
 
     def _run_mounts(self, op: ExecOp, inputs: Mapping[str, StepResult], rootfs: str, stack: ExitStack,

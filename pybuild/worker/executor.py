@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import secrets
@@ -62,6 +63,7 @@ from pybuild import paths
 from pybuild.digest import canonical_json
 from pybuild.errors import ConfigError, StepFailed
 from pybuild.record import record
+from pybuild.store.private import make_private_dir
 from pybuild.worker import ownerlock
 from pybuild.worker.secretfiles import proc_is_ours
 from pybuild.worker import spec as ocispec
@@ -115,14 +117,15 @@ class Bundle:
     state_root: str
 
 
-def run_dir() -> str:
-    """`<store>/run`: the parent of the bundles and the runtimes' private state roots."""
-    return os.path.join(paths.store_root(), "run")
+def run_dir(store_root: str | None = None) -> str:
+    """`<store>/run` (default: the default store's): the parent of the bundles and the runtimes' private
+    state roots. The store keeps it 0700 (`store.private`)."""
+    return os.path.join(store_root or paths.store_root(), "run")
 
 
-def state_root(runtime: str) -> str:
+def state_root(runtime: str, store_root: str | None = None) -> str:
     """The private `--root` state directory for `runtime` (a name or a path)."""
-    return os.path.join(run_dir(), os.path.basename(runtime))
+    return os.path.join(run_dir(store_root), os.path.basename(runtime))
 
 
 def find_runtime(runtime: str) -> str:
@@ -144,11 +147,13 @@ def prepare_bundle(
     network: NetworkMode = "default",
     mounts: Sequence[HostMount] = (),
     runtime: str = "runc",
+    store_root: str | None = None,
 ) -> Iterator[Bundle]:
-    """A bundle dir for `process` on `rootfs`, removed on exit (the benchmark reuses it for a bare run)."""
+    """A bundle dir for `process` on `rootfs`, removed on exit (the benchmark reuses it for a bare run).
+    It lives under `run_dir(store_root)`."""
     user = resolve_user(rootfs, process.user)
-    bundles = os.path.join(run_dir(), "bundles")
-    os.makedirs(bundles, exist_ok=True)
+    bundles = os.path.join(run_dir(store_root), "bundles")
+    make_private_dir(bundles)
     path = tempfile.mkdtemp(prefix="bundle-", dir=bundles)
     container_id = "pybuild-" + secrets.token_hex(8)
     owner = _own_bundle(path, runtime, container_id)
@@ -166,7 +171,7 @@ def prepare_bundle(
         else:  # the runtime could not reach our memfd: a plain file (removed with the bundle)
             with open(os.path.join(path, "config.json"), "wb") as handle:
                 handle.write(data)
-        yield Bundle(path=path, container_id=container_id, state_root=state_root(runtime))
+        yield Bundle(path=path, container_id=container_id, state_root=state_root(runtime, store_root))
     finally:
         shutil.rmtree(path, ignore_errors=True)
         if spec_fd >= 0:
@@ -201,7 +206,7 @@ def _own_bundle(path: str, runtime: str, container_id: str) -> int:
     return ownerlock.claim(path, _OWNER, json.dumps({"runtime": runtime, "id": container_id}).encode())
 
 
-def reap_stale_runs() -> int:
+def reap_stale_runs(store_root: str | None = None) -> int:
     """Kill and delete the containers of builds that died without cleaning up (kill -9 of pybuild: the
     runtime runs in its own process group and outlives it), remove their bundles, and sweep the secret dirs
     dead processes left (`secretfiles.sweep_stale`). Returns how many bundles and dirs it removed.
@@ -211,33 +216,34 @@ def reap_stale_runs() -> int:
     from pybuild.worker.secretfiles import sweep_stale
 
     reaped = sweep_stale()
-    bundles = os.path.join(run_dir(), "bundles")
+    bundles = os.path.join(run_dir(store_root), "bundles")
     try:
         names = os.listdir(bundles)
     except FileNotFoundError:
         return reaped
     for name in names:
         # a live build's run (or one too young to tell) stays
-        reaped += ownerlock.remove_if_dead(os.path.join(bundles, name), _OWNER, _STALE_UNOWNED, _stop_owner)
+        reaped += ownerlock.remove_if_dead(os.path.join(bundles, name), _OWNER, _STALE_UNOWNED,
+                                         functools.partial(_stop_owner, store_root))
     return reaped
 
 
-def _stop_owner(data: bytes) -> None:
+def _stop_owner(store_root: str | None, data: bytes) -> None:
     """Stop the container a dead run's owner.json names (nothing when it has none)."""
     if not data:
         return
     with contextlib.suppress(ValueError, AttributeError):
         owner = json.loads(data)
-        _stop_container(str(owner.get("runtime", "runc")), str(owner.get("id", "")))
+        _stop_container(str(owner.get("runtime", "runc")), str(owner.get("id", "")), store_root)
 
 
-def _stop_container(runtime: str, container_id: str) -> None:
+def _stop_container(runtime: str, container_id: str, store_root: str | None) -> None:
     if not container_id.startswith("pybuild-"):
         return
     binary = shutil.which(runtime)
     if binary is None:
         return
-    root = state_root(runtime)
+    root = state_root(runtime, store_root)
     for args in (["kill", container_id, "KILL"], ["delete", "--force", container_id]):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run([binary, "--root", root, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -255,13 +261,15 @@ def run_process(
     output: OutputSink | None = None,
     timeout: float | None = None,
     cancel: threading.Event | None = None,
+    store_root: str | None = None,
 ) -> RunResult:
     """Run `process` in a throwaway container on `rootfs` and wait for it (see the module docstring).
 
     Returns a RunResult on exit code 0; raises ProcessFailed (a StepFailed) otherwise.
     """
     binary = find_runtime(runtime)
-    with prepare_bundle(rootfs, process, network=network, mounts=mounts, runtime=runtime) as bundle:
+    with prepare_bundle(rootfs, process, network=network, mounts=mounts, runtime=runtime,
+                        store_root=store_root) as bundle:
         return _Run(binary, bundle, process, output).execute(timeout, cancel)
 
 
@@ -324,7 +332,7 @@ class _Run:
         return RunResult(exit_code=0, duration=duration, tail=self.tail.lines())
 
     def start(self) -> None:
-        os.makedirs(self.bundle.state_root, mode=0o700, exist_ok=True)
+        make_private_dir(self.bundle.state_root)
         argv = [*self.base(), "--log", self.log, "--log-format", "json",
                 "run", "--bundle", self.bundle.path, self.bundle.container_id]
         stdin = subprocess.PIPE if self.process.stdin is not None else subprocess.DEVNULL

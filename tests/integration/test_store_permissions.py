@@ -96,6 +96,8 @@ def test_a_setuid_binary_made_by_run_is_not_executable_by_other_users(open_dir: 
     assert as_nobody(*found) == ["EACCES"] * len(found)
     for sub in PRIVATE_DIRS:
         assert stat.S_IMODE((store_root / sub).stat().st_mode) == 0o700, sub
+    # the RUN's bundle and runtime state lived in this store's run/, not in the default store's
+    assert not (Path(os.environ["PYBUILD_ROOT"]) / "run").exists()
 
     # the probe sees the hole when there is one: a copy at an open path runs, and so does the store's own
     # copy once the store is as open as it was
