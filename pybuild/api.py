@@ -259,7 +259,8 @@ class _Build:
 
             image = commit_image(store, plan, results, epoch=epoch)
             stored = cache.record(key, CacheResult.make(config={"manifest": image.manifest_digest}),
-                                  {"step_id": "image", "kind": "image", "key": key})
+                                  {"step_id": "image", "kind": "image", "key": key},
+                                  replace=bool(self.request.no_cache))
             first = stored.config_delta().get("manifest")
             if isinstance(first, str) and first != image.manifest_digest:
                 try:  # another process built the same image first: every builder names that one

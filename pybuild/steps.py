@@ -298,7 +298,8 @@ class StepRunner:
         if unkeyable:
             item = replace(item, definition={**item.definition, "result": diff_id})
             key = cache_key(item)
-        stored = self.cache.record(key, CacheResult(diff_id=diff_id), describe(item))
+        stored = self.cache.record(key, CacheResult(diff_id=diff_id), describe(item),
+                                   replace=digest in self.no_cache)
         if stored.diff_id is not None and stored.diff_id != diff_id:
             diff_id = stored.diff_id  # another process recorded this step first: share its layer
         with self._lock:

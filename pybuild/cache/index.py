@@ -113,8 +113,11 @@ class CacheIndex:
         with self._index.transaction() as c:
             c.executemany("UPDATE cache_entries SET last_used = ? WHERE key = ?", [(now, k) for k in keys])
 
-    def record(self, key: str, result: CacheResult, description: Mapping[str, Any]) -> CacheResult:
-        """Record `result` under `key`; returns the result now stored (the earlier one if the key existed)."""
+    def record(self, key: str, result: CacheResult, description: Mapping[str, Any], *,
+               replace: bool = False) -> CacheResult:
+        """Record `result` under `key`; returns the result now stored: the earlier one if the key existed
+        (concurrent builders share the first result), unless `replace` (a step run with `--no-cache`: its
+        fresh result is what the build asked for)."""
         parse_digest(key)
         if result.diff_id is not None:
             parse_digest(result.diff_id)
@@ -127,7 +130,9 @@ class CacheIndex:
         now = time.time()
         with self._index.transaction() as c:
             row = c.execute(f"SELECT {_COLUMNS} FROM cache_entries WHERE key = ?", (key,)).fetchone()
-            if row is not None:
+            if row is not None and replace:
+                _remove(c, key)
+            elif row is not None:
                 c.execute("UPDATE cache_entries SET last_used = ? WHERE key = ?", (now, key))
                 return _entry(row).result
             c.execute(f"INSERT INTO cache_entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -246,6 +246,18 @@ def test_no_cache_and_no_cache_filter(root: str, tmp_path: Path) -> None:
     assert "[b 3/3] RUN cat /b.txt > /b2" in cached_names(events)
 
 
+def test_no_cache_keeps_the_fresh_result(root: str, tmp_path: Path) -> None:
+    """A step run again with --no-cache gives its new output, in the image and in the cache (it used to
+    adopt the layer and image recorded earlier under the same keys)."""
+    ctx = make_context(tmp_path, "FROM busybox:latest\nRUN cat /proc/sys/kernel/random/uuid > /x\n")
+    first, _ = run_build(root, ctx)
+    fresh, _ = run_build(root, ctx, no_cache=True)
+    assert fresh.image_id != first.image_id
+    assert files_of(root, fresh.image_id)["x"] != files_of(root, first.image_id)["x"]
+    cached, _ = run_build(root, ctx)
+    assert cached.steps_run == 0 and cached.image_id == fresh.image_id
+
+
 def test_labels_platform_and_network_flags(root: str, tmp_path: Path) -> None:
     ctx = make_context(tmp_path, "FROM busybox:latest\nLABEL a=1\nRUN echo x > /x\n")
     result, _ = run_build(root, ctx, labels={"b": "2", "a": "override"})
