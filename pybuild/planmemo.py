@@ -32,8 +32,9 @@ __all__ = ["PlanMemo", "load_memo", "memo_key", "save_memo"]
 _VERSION = 1
 _CODE = ("dockerfile/parser.py", "dockerfile/scanner.py", "dockerfile/words.py", "dockerfile/heredoc.py",
          "dockerfile/instructions.py", "dockerfile/commands.py", "dockerfile/flags.py", "dockerfile/mounts.py",
-         "dockerfile/shell.py", "dockerfile/shell_pattern.py", "plan/convert.py", "plan/convert_args.py",
-         "plan/convert_config.py", "plan/ops.py", "digest.py", "names.py", "image/config.py", "planmemo.py")
+         "dockerfile/shell.py", "dockerfile/shell_pattern.py", "dockerfile/glob.py", "plan/convert.py",
+         "plan/convert_args.py", "plan/convert_config.py", "plan/ops.py", "digest.py", "names.py",
+         "image/config.py", "planmemo.py")
 
 
 @record
