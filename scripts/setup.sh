@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS="python3-venv python3-dev gcc skopeo umoci runc crun podman busybox-static pigz zstd docker.io debootstrap docker-registry"
+APT_PKGS="python3-venv python3-dev gcc skopeo umoci runc crun podman busybox-static pigz zstd docker.io debootstrap docker-registry slirp4netns passt uidmap fuse-overlayfs"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=$(for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
   if [ -n "$missing" ]; then
