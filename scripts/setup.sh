@@ -47,3 +47,17 @@ if [ "$(id -u)" = 0 ] && [ -n "$controllers" ]; then
       || echo "setup: warning: could not mount the $c cgroup controller as a v1 hierarchy; crun unusable, runc still fine" >&2
   done
 fi
+
+# The rootless tests run pybuild as this unprivileged user, with 65536 subordinate uids and gids (next to
+# the highest range /etc/subuid already hands out). Needs root; idempotent.
+ROOTLESS_USER=${PYBUILD_ROOTLESS_USER:-pybuild-rootless}
+if [ "$(id -u)" = 0 ] && command -v useradd >/dev/null; then
+  id -u "$ROOTLESS_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$ROOTLESS_USER"
+  for kind in uid gid; do
+    file=/etc/sub$kind
+    touch "$file"
+    grep -q "^$ROOTLESS_USER:" "$file" && continue
+    start=$(awk -F: 'BEGIN { m = 100000 } { e = $2 + $3; if (e > m) m = e } END { print m }' "$file")
+    usermod "--add-sub${kind}s" "$start-$((start + 65535))" "$ROOTLESS_USER"
+  done
+fi

@@ -93,6 +93,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 COMMANDS = frozenset({"parse", "check", "context", "import", "load", "save", "images", "inspect", "history",
                       "tag", "rmi", "du", "prune", "build", "pull", "push", "login", "logout"})
+# commands that mount overlays, run containers or remove what a build unpacked: a non-root user runs them in
+# a user namespace (pybuild/rootless.py)
+ROOTLESS_COMMANDS = frozenset({"build", "prune"})
 
 
 def _with_command(argv: list[str]) -> list[str]:
@@ -188,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         argv = _with_command(args_list)
         command = next((word for word in argv if word in COMMANDS), None)
+        if command in ROOTLESS_COMMANDS and os.geteuid() != 0:
+            from pybuild.rootless import enter_if_needed
+
+            enter_if_needed()  # before any thread starts: a non-root user builds in a user namespace
         args = build_parser(command).parse_args(argv)
         handler: Handler | None = getattr(args, "handler", None)
         if handler is None:

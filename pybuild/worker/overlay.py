@@ -26,18 +26,24 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
 from pybuild.errors import StoreError
+from pybuild.rootless import in_userns
 
 MAX_LOWERS = 500  # overlayfs OVL_MAX_STACK
 _PAGE = 4095
 _FSCONFIG_STRING_MAX = 255
 _FSOPEN_CLOEXEC = 1
+_FSCONFIG_SET_FLAG = 0
 _FSCONFIG_SET_STRING = 1
 _FSCONFIG_CMD_CREATE = 6
 _FSMOUNT_CLOEXEC = 1
 _MOVE_MOUNT_F_EMPTY_PATH = 4
 _AT_FDCWD = -100
 _MNT_DETACH = 2
-_OPTIONS = (("redirect_dir", "off"), ("metacopy", "off"), ("index", "off"))
+_OPTIONS: tuple[tuple[str, str | None], ...] = (("redirect_dir", "off"), ("metacopy", "off"), ("index", "off"))
+# in a user namespace overlay keeps its marks in user.overlay.* xattrs (`userxattr`), which rules out
+# redirect_dir=off (it would follow redirects); nofollow creates none either
+_USERNS_OPTIONS: tuple[tuple[str, str | None], ...] = (
+    ("redirect_dir", "nofollow"), ("metacopy", "off"), ("index", "off"), ("userxattr", None))
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -50,6 +56,10 @@ if _NEW_API:
     _libc.move_mount.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
 
 _lowerdir_plus: bool | None = None
+
+
+def _options() -> tuple[tuple[str, str | None], ...]:
+    return _USERNS_OPTIONS if in_userns() else _OPTIONS
 
 
 def _check(result: int, what: str) -> int:
@@ -112,8 +122,11 @@ def _mount_new_api(target: str, lowers: Sequence[str], upper: str, work: str) ->
             for key, value in (("upperdir", upper), ("workdir", work)):
                 short = _short_paths([value], stack, _FSCONFIG_STRING_MAX)[0]
                 _check(_libc.fsconfig(fd, _FSCONFIG_SET_STRING, key.encode(), os.fsencode(short), 0), key)
-            for key, value in _OPTIONS:
-                _check(_libc.fsconfig(fd, _FSCONFIG_SET_STRING, key.encode(), value.encode(), 0), key)
+            for key, option in _options():
+                if option is None:
+                    _check(_libc.fsconfig(fd, _FSCONFIG_SET_FLAG, key.encode(), None, 0), key)
+                else:
+                    _check(_libc.fsconfig(fd, _FSCONFIG_SET_STRING, key.encode(), option.encode(), 0), key)
             _check(_libc.fsconfig(fd, _FSCONFIG_CMD_CREATE, None, None, 0), "create")
             mfd = _check(_libc.fsmount(fd, _FSMOUNT_CLOEXEC, 0), "fsmount")
             stack.callback(os.close, mfd)
@@ -131,7 +144,7 @@ def _escape(path: str) -> str:
 
 def _mount_classic(target: str, lowers: Sequence[str], upper: str, work: str) -> None:
     with ExitStack() as stack:
-        options = ",".join(f"{k}={v}" for k, v in _OPTIONS)
+        options = ",".join(k if v is None else f"{k}={v}" for k, v in _options())
         tail = f",upperdir={_escape(upper)},workdir={_escape(work)},{options}"
         data = "lowerdir=" + ":".join(_escape(p) for p in lowers) + tail
         if len(os.fsencode(data)) > _PAGE:

@@ -37,6 +37,7 @@ import resource
 from collections.abc import Sequence
 from typing import Any
 
+from pybuild.rootless import in_userns
 from pybuild.worker.types import HostMount, NetworkMode, ProcessSpec
 from pybuild.worker.users import ResolvedUser
 
@@ -69,6 +70,8 @@ _BASE_MOUNTS: tuple[dict[str, Any], ...] = (
     {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
     {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
 )
+_SYS_BIND: dict[str, Any] = {"destination": "/sys", "type": "bind", "source": "/sys",
+                             "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
 
 ETC_FILES = ("hosts", "resolv.conf", "hostname")
 
@@ -156,6 +159,9 @@ def generate_spec(
     if network == "none":
         namespaces.append({"type": "network"})
     all_mounts = [dict(m, options=list(m["options"])) for m in _BASE_MOUNTS]
+    if in_userns():  # rootless: sysfs cannot be mounted over the host's network namespace; bind it instead
+        all_mounts = [dict(_SYS_BIND, options=list(_SYS_BIND["options"])) if m["destination"] == "/sys" else m
+                      for m in all_mounts]
     for destination, source in (etc_files or {}).items():
         all_mounts.append({"destination": destination, "type": "bind", "source": source,
                            "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]})
