@@ -27,6 +27,7 @@ import stat
 from typing import IO
 
 from pybuild.errors import StoreError
+from pybuild.rootless import in_userns
 from pybuild.store.diskspace import disk_fault
 from pybuild.store.tarlayer import LayerContent, LayerEntry, iter_layer
 
@@ -141,6 +142,8 @@ class _Applier:
             self.make_link(entry, path)
             return  # a hardlink shares the target's inode and metadata
         elif kind in ("char", "block"):
+            if in_userns():
+                return  # rootless: mknod is refused in a user namespace (a RUN's /dev is a tmpfs anyway)
             fmt = stat.S_IFCHR if kind == "char" else stat.S_IFBLK
             os.mknod(path, fmt | 0o600, os.makedev(entry.devmajor, entry.devminor))
         elif kind == "fifo":

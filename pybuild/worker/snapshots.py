@@ -44,6 +44,7 @@ from typing import IO, Any
 
 from pybuild.errors import InternalError, StoreError
 from pybuild.record import record
+from pybuild.rootless import in_userns
 from pybuild.store.apply import _Applier, _components
 from pybuild.store.compress import Writable
 from pybuild.store.diskspace import disk_fault, disk_faults
@@ -54,6 +55,7 @@ from pybuild.worker import overlay
 from pybuild.worker.diff import layer_from_upper
 
 _OPAQUE_XATTR = "trusted.overlay.opaque"
+_USERNS_OPAQUE_XATTR = "user.overlay.opaque"  # rootless: overlay is mounted with userxattr (overlay.py)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -141,7 +143,8 @@ def unpack_layer(stream: IO[bytes], target: str) -> None:
             elif entry.kind == "opaque":
                 parts = _components(entry.path, "path", entry.path)
                 applier.ensure_parents([*parts, ""], entry.path)
-                os.setxattr(applier.full("/".join(parts)), _OPAQUE_XATTR, b"y", follow_symlinks=False)
+                os.setxattr(applier.full("/".join(parts)), _USERNS_OPAQUE_XATTR if in_userns() else _OPAQUE_XATTR,
+                            b"y", follow_symlinks=False)
             else:
                 applier.apply(entry, content)
         except OSError as exc:
