@@ -3,6 +3,8 @@
 Made for the worker's RUN implementation; the rootfs is the overlay mountpoint the snapshots module
 prepared. For each call:
 
+0. on the `default` network, a prepared network namespace with slirp4netns (`network.isolated`, from a
+   small pool), torn down when the run ends (runtime exited, or killed and deleted);
 1. a bundle dir `<store>/run/bundles/bundle-XXXX/` gets config.json (`spec.generate_spec`, root.path pointing
    at the given rootfs) and the generated /etc/hosts, /etc/resolv.conf and /etc/hostname. config.json is
    a symlink to `/proc/<pid>/fd/<n>`, a sealed memfd holding the spec: the process's env (which holds the
@@ -145,12 +147,14 @@ def prepare_bundle(
     process: ProcessSpec,
     *,
     network: NetworkMode = "default",
+    netns_path: str = "",
     mounts: Sequence[HostMount] = (),
     runtime: str = "runc",
     store_root: str | None = None,
 ) -> Iterator[Bundle]:
     """A bundle dir for `process` on `rootfs`, removed on exit (the benchmark reuses it for a bare run).
-    It lives under `run_dir(store_root)`."""
+    It lives under `run_dir(store_root)`. `netns_path` is the prepared namespace a `default` RUN joins
+    (`network.isolated`)."""
     user = resolve_user(rootfs, process.user)
     bundles = os.path.join(run_dir(store_root), "bundles")
     make_private_dir(bundles)
@@ -161,7 +165,7 @@ def prepare_bundle(
     try:
         etc = ocispec.write_etc_files(path, network)
         config = ocispec.generate_spec(rootfs=rootfs, process=process, user=user, network=network,
-                                       etc_files=etc, mounts=mounts)
+                                       netns_path=netns_path, etc_files=etc, mounts=mounts)
         # bytes that are not UTF-8 (a RUN line, an ENV value) as U+FFFD, as BuildKit's Go encoder writes
         # them (json.dump's "\udcff" escapes: runc read them as U+FFFD, crun as CESU-8 bytes)
         data = canonical_json(config)
@@ -268,8 +272,14 @@ def run_process(
     Returns a RunResult on exit code 0; raises ProcessFailed (a StepFailed) otherwise.
     """
     binary = find_runtime(runtime)
-    with prepare_bundle(rootfs, process, network=network, mounts=mounts, runtime=runtime,
-                        store_root=store_root) as bundle:
+    with contextlib.ExitStack() as stack:
+        netns_path = ""
+        if network == "default":  # its own namespace with slirp4netns, torn down after the run
+            from pybuild.worker.network import isolated
+
+            netns_path = stack.enter_context(isolated()).path
+        bundle = stack.enter_context(prepare_bundle(rootfs, process, network=network, netns_path=netns_path,
+                                                    mounts=mounts, runtime=runtime, store_root=store_root))
         return _Run(binary, bundle, process, output).execute(timeout, cancel)
 
 

@@ -13,7 +13,8 @@ generates, which in turn follows docker's defaults:
   /etc/resolv.conf and /etc/hostname bind-mounted read-only from the run's bundle directory, so they never
   land in the rootfs's upper layer (runc creates the empty mount-point files; the snapshot diff drops them);
   then the step's RUN --mount `HostMount`s in order.
-- namespaces: pid, ipc, uts, mount, and network unless the step shares the host's.
+- namespaces: pid, ipc, uts, mount, and network unless the step shares the host's (`default` joins the
+  prepared namespace at `netns_path`).
 - masked and read-only paths: docker's defaults.
 - devices: runc's and crun's built-in defaults (null, zero, full, random, urandom, tty, plus /dev/ptmx and
   /dev/pts), with a cgroup device rule that denies the rest.
@@ -24,10 +25,12 @@ generates, which in turn follows docker's defaults:
 Network modes (`NetworkMode`):
 - `none`: a new network namespace with only the loopback interface (the runtime brings `lo` up).
 - `host`: the host's network namespace.
-- `default`: what BuildKit's OCI worker does when it has no CNI configuration: also the host's network
-  namespace, so outbound access works with no setup. /etc/resolv.conf still gets BuildKit's non-host
-  treatment: loopback nameservers (systemd-resolved's 127.0.0.53) are dropped and public resolvers used
-  when none remain.
+- `default`: an isolated network namespace per RUN with outbound access through slirp4netns and no route
+  to the host's loopback (`network.py`: the executor passes its `/proc/<pid>/fd/<n>` as `netns_path`;
+  without one the RUN gets a new empty namespace, never the host's). /etc/resolv.conf keeps the host's
+  nameservers (slirp4netns NATs them), except loopback ones (systemd-resolved's 127.0.0.53), which are
+  unreachable from another namespace: they become slirp4netns's DNS forwarder 10.0.2.3, which asks them
+  from the host's namespace; with no nameserver at all, the forwarder too.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ HOSTNAME = "pybuild"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DOCKER_RLIMIT_NOFILE = 1048576
 PUBLIC_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
+DNS_FORWARDER = "10.0.2.3"  # slirp4netns's built-in DNS forwarder (network.DNS_FORWARDER)
 
 # moby/oci/caps DefaultCapabilities.
 DEFAULT_CAPABILITIES = tuple("CAP_" + c for c in (
@@ -97,9 +101,10 @@ def hosts_file() -> str:
 def resolv_conf(network: NetworkMode, host_file: str = "/etc/resolv.conf") -> str:
     """/etc/resolv.conf for a RUN container: the host's, minus loopback nameservers unless on `host`.
 
-    As BuildKit: a resolver on the host's loopback (systemd-resolved's 127.0.0.53) is not reachable from
-    another network namespace, so outside `host` mode such lines are dropped, and public resolvers are
-    used when no nameserver is left.
+    A resolver on the host's loopback (systemd-resolved's 127.0.0.53) is not reachable from another
+    network namespace. On `default` such lines become slirp4netns's DNS forwarder (`DNS_FORWARDER`,
+    which asks the host's resolvers), as it does when no nameserver is left; on `none` they are dropped
+    and public resolvers named instead (nothing is reachable there anyway).
     """
     try:
         with open(host_file, encoding="utf-8", errors="replace") as handle:
@@ -114,11 +119,14 @@ def resolv_conf(network: NetworkMode, host_file: str = "/etc/resolv.conf") -> st
         words = line.split()
         if words[:1] == ["nameserver"] and len(words) > 1:
             if _is_loopback(words[1]):
-                continue
+                if network != "default" or f"nameserver {DNS_FORWARDER}" in kept:
+                    continue
+                line = f"nameserver {DNS_FORWARDER}"
             servers += 1
         kept.append(line)
     if not servers:
-        kept.extend(f"nameserver {ip}" for ip in PUBLIC_NAMESERVERS)
+        fallback = (DNS_FORWARDER,) if network == "default" else PUBLIC_NAMESERVERS
+        kept.extend(f"nameserver {ip}" for ip in fallback)
     return "\n".join(kept) + "\n"
 
 
@@ -145,6 +153,7 @@ def generate_spec(
     process: ProcessSpec,
     user: ResolvedUser,
     network: NetworkMode = "default",
+    netns_path: str = "",
     etc_files: dict[str, str] | None = None,
     mounts: Sequence[HostMount] = (),
 ) -> dict[str, Any]:
@@ -156,7 +165,9 @@ def generate_spec(
     nofile = nofile_limit()
     caps = list(DEFAULT_CAPABILITIES)
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-    if network == "none":
+    if network == "default" and netns_path:
+        namespaces.append({"type": "network", "path": netns_path})
+    elif network != "host":
         namespaces.append({"type": "network"})
     all_mounts = [dict(m, options=list(m["options"])) for m in _BASE_MOUNTS]
     if in_userns():  # rootless: sysfs cannot be mounted over the host's network namespace; bind it instead
