@@ -1,11 +1,7 @@
 """Rootless builds: `pybuild build` run by an unprivileged user (pybuild/rootless.py), end to end.
 
 The user is `pybuild-rootless`, made by scripts/setup.sh with 65536 subordinate uids/gids; the tests run as
-root, call setup.sh to ensure it, and run pybuild as that user with `runuser` and a clean environment. The
-user cannot reach a venv whose interpreter lives under a 0700 /root (pyenv), so `Rootless` picks an
-interpreter it can execute (this one, or the system's python3 of the same minor version, same ABI) and puts
-pybuild and its dependencies on PYTHONPATH, copied into the user's home when the user cannot read them
-where they are.
+root, call setup.sh to ensure it, and run pybuild as that user (tests/rootless_runner.py says how).
 """
 
 from __future__ import annotations
@@ -16,8 +12,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
-import sysconfig
 import tarfile
 import tempfile
 import uuid
@@ -27,58 +21,9 @@ from pathlib import Path
 import pytest
 
 from tests.bases import debian_rootfs_tar, make_busybox_rootfs, need, tar_dir
+from tests.rootless_runner import REPO, USER, Rootless, ensure_user, make_runner
 
 pytestmark = [pytest.mark.root, pytest.mark.tools]
-
-REPO = Path(__file__).resolve().parents[2]
-USER = "pybuild-rootless"
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class Rootless:
-    """Runs pybuild as `USER` (HOME and the default store in `home`) or as root (a store of its own)."""
-
-    def __init__(self, home: Path, python: str, pythonpath: str) -> None:
-        self.home = home
-        self.python = python
-        self.pythonpath = pythonpath
-
-    def run(self, *args: str, user: str = USER, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        base = {"HOME": str(self.home), "PATH": PATH, "PYTHONPATH": self.pythonpath, "LANG": "C.UTF-8",
-                **(env or {})}
-        argv = ["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in base.items()),
-                self.python, "-m", "pybuild", *args]
-        return subprocess.run(argv, cwd=self.home, capture_output=True, text=True, timeout=timeout)
-
-    def ok(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
-        result = self.run(*args, env=env, timeout=timeout)
-        assert result.returncode == 0, f"pybuild {' '.join(args)}: {result.stderr}"
-        return result.stdout
-
-    def as_root(self, store: Path, *args: str, env: dict[str, str] | None = None) -> str:
-        full = {**os.environ, "PYBUILD_ROOT": str(store), **(env or {})}
-        result = subprocess.run([sys.executable, "-m", "pybuild", *args], capture_output=True, text=True,
-                                env=full, timeout=300, cwd=self.home)
-        assert result.returncode == 0, f"root pybuild {' '.join(args)}: {result.stderr}"
-        return result.stdout
-
-    def give(self, path: Path) -> Path:
-        """Hand `path` (under home) to the user."""
-        subprocess.run(["chown", "-R", f"{USER}:{USER}", str(path)], check=True)
-        return path
-
-
-def _user_can(test: str, path: str) -> bool:
-    return subprocess.run(["runuser", "-u", USER, "--", "test", test, path]).returncode == 0
-
-
-def _python_for_user() -> str:
-    for candidate in (os.path.realpath(sys.executable), f"/usr/bin/python{sys.version_info[0]}."
-                      f"{sys.version_info[1]}"):
-        if os.path.exists(candidate) and _user_can("-x", candidate):
-            return candidate
-    pytest.fail(f"no Python {sys.version_info[0]}.{sys.version_info[1]} that {USER} can execute")
 
 
 @pytest.fixture(scope="module")
@@ -87,23 +32,14 @@ def rl() -> Iterator[Rootless]:
     for tool in ("runuser", "newuidmap", "newgidmap", "runc"):
         need(shutil.which(tool) is not None, f"{tool} not installed")
     need(os.path.exists("/bin/busybox"), "busybox-static not installed")
-    subprocess.run(["bash", str(REPO / "scripts" / "setup.sh")], check=True, capture_output=True, timeout=900)
+    ensure_user()
     pwd.getpwnam(USER)
     home = Path(tempfile.mkdtemp(prefix="pybuild-rootless-", dir="/tmp"))
-    home.chmod(0o755)
     try:
-        python = _python_for_user()
-        site = sysconfig.get_paths()["purelib"]
-        code = [str(REPO), site]
-        if not (_user_can("-r", str(REPO / "pybuild" / "__init__.py")) and _user_can("-r", site)):
-            shutil.copytree(REPO / "pybuild", home / "code" / "pybuild")
-            shutil.copytree(site, home / "code" / "site")
-            code = [str(home / "code"), str(home / "code" / "site")]
         busybox = make_busybox_rootfs(home / "busybox-rootfs")
         tar_dir(busybox, home / "busybox.tar")
         shutil.rmtree(busybox)
-        runner = Rootless(home, python, ":".join(code))
-        runner.give(home)
+        runner = make_runner(home)
         runner.ok("import", str(home / "busybox.tar"), "busybox:latest", env={"SOURCE_DATE_EPOCH": "0"})
         yield runner
     finally:
