@@ -304,3 +304,47 @@ def test_nothing_left_after_kill_9_and_the_next_build(root: str, ctx: Path) -> N
     assert after.returncode == 0, err
     assert_gone(after.pid, {inode})
     assert_gone(proc.pid, set())
+
+
+# --- the pool -----------------------------------------------------------------------------------------------
+
+
+def _gone(pid: int, timeout: float = 5.0) -> bool:
+    """Whether process `pid` (a child of this process) exited and was reaped within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def test_pool_hands_out_fresh_prepared_namespaces_and_drains_idle_spares(monkeypatch: pytest.MonkeyPatch) -> None:
+    need(os.geteuid() == 0, "needs root (namespaces)")
+    need(shutil.which("slirp4netns") is not None, "slirp4netns not installed")
+    from pybuild.worker import network
+
+    monkeypatch.setattr(network, "IDLE_SECONDS", 0.5)
+    pool = network.Pool()
+    try:
+        first = pool.take()  # none ready: made on the spot, and a spare is prepared behind it
+        deadline = time.monotonic() + 10
+        while not pool.ready and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(pool.ready) == 1
+        spare = pool.ready[0]
+        second = pool.take()
+        assert second is spare
+        inodes = {os.readlink(first.path), os.readlink(second.path)}
+        assert len(inodes) == 2 and os.readlink("/proc/self/ns/net") not in inodes  # never reused, not ours
+        slirps = [first.slirp.pid, second.slirp.pid]
+        first.close()
+        second.close()
+        assert all(_gone(pid) for pid in slirps), "slirp4netns left after close"
+        deadline = time.monotonic() + 10
+        while not pool.ready and time.monotonic() < deadline:
+            time.sleep(0.01)
+        idle = pool.ready[0].slirp.pid
+        assert _gone(idle, timeout=5), "an idle spare was not torn down"
+        assert pool.ready == []
+    finally:
+        pool.close()
+    assert pool.ready == []

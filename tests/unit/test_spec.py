@@ -80,11 +80,25 @@ def test_root_hostname_and_mounts() -> None:
                                  "options": ["rbind"]}
 
 
-@pytest.mark.parametrize(("network", "netns"), [("none", True), ("host", False), ("default", False)])
+@pytest.mark.parametrize(("network", "netns"), [("none", True), ("host", False), ("default", True)])
 def test_namespaces(network: NetworkMode, netns: bool) -> None:
     types = [n["type"] for n in make(network)["linux"]["namespaces"]]
     assert types[:4] == ["pid", "ipc", "uts", "mount"]
     assert ("network" in types) is netns
+
+
+def test_default_network_joins_the_prepared_namespace() -> None:
+    proc = ProcessSpec(args=("true",))
+    config = spec.generate_spec(rootfs="/r", process=proc, user=ResolvedUser(0, 0, ()), network="default",
+                                netns_path="/proc/1/fd/7")
+    assert {"type": "network", "path": "/proc/1/fd/7"} in config["linux"]["namespaces"]
+    # only `default` joins it: `none` gets a new empty one, `host` none at all
+    none = spec.generate_spec(rootfs="/r", process=proc, user=ResolvedUser(0, 0, ()), network="none",
+                              netns_path="/proc/1/fd/7")
+    assert {"type": "network"} in none["linux"]["namespaces"]
+    host = spec.generate_spec(rootfs="/r", process=proc, user=ResolvedUser(0, 0, ()), network="host",
+                              netns_path="/proc/1/fd/7")
+    assert all(n["type"] != "network" for n in host["linux"]["namespaces"])
 
 
 def test_masked_and_readonly_paths() -> None:
@@ -97,14 +111,17 @@ def test_masked_and_readonly_paths() -> None:
 def test_resolv_conf(tmp_path: Path) -> None:
     stub = tmp_path / "stub"
     stub.write_text("# systemd\nnameserver 127.0.0.53\noptions edns0\nsearch lan\n")
-    default = spec.resolv_conf("default", str(stub))
-    assert "127.0.0.53" not in default and "nameserver 8.8.8.8" in default and "search lan" in default
-    assert "127.0.0.53" not in spec.resolv_conf("none", str(stub))
+    # default: a loopback resolver becomes slirp4netns's forwarder, in its place
+    assert spec.resolv_conf("default", str(stub)) == "# systemd\nnameserver 10.0.2.3\noptions edns0\nsearch lan\n"
+    none = spec.resolv_conf("none", str(stub))
+    assert "127.0.0.53" not in none and "nameserver 8.8.8.8" in none and "search lan" in none
     assert spec.resolv_conf("host", str(stub)) == stub.read_text()
     real = tmp_path / "real"
-    real.write_text("nameserver 10.0.0.1\nnameserver 127.0.0.1\n")
-    assert spec.resolv_conf("default", str(real)) == "nameserver 10.0.0.1\n"
-    assert "nameserver 8.8.8.8" in spec.resolv_conf("default", str(tmp_path / "missing"))
+    real.write_text("nameserver 10.0.0.1\nnameserver 127.0.0.1\nnameserver ::1\n")
+    assert spec.resolv_conf("default", str(real)) == "nameserver 10.0.0.1\nnameserver 10.0.2.3\n"  # once
+    assert spec.resolv_conf("none", str(real)) == "nameserver 10.0.0.1\n"
+    assert spec.resolv_conf("default", str(tmp_path / "missing")) == "nameserver 10.0.2.3\n"
+    assert "nameserver 8.8.8.8" in spec.resolv_conf("none", str(tmp_path / "missing"))
     assert "nameserver 8.8.8.8" in spec.resolv_conf("host", str(tmp_path / "missing"))
 
 
