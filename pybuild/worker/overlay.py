@@ -12,6 +12,10 @@ Two ways to mount, chosen once per process:
   process-wide and we mount from worker threads).
 A path longer than 255 bytes is passed the same `/proc/self/fd/<n>` way with the new API.
 
+Rootless (`pybuild.rootless`): inside the user namespace overlay is mounted with `userxattr` (its marks are
+`user.overlay.*`) and `redirect_dir=nofollow`; where the kernel refuses it, `fuseoverlay.py` mounts
+fuse-overlayfs instead.
+
 Options always set: `redirect_dir=off`, `metacopy=off`, `index=off`. A renamed lower directory or a chmod of
 a lower file must then copy everything up, so the upperdir alone describes the step's changes
 (`diff.py` depends on this, as docker's "naive diff" check does).
@@ -27,6 +31,7 @@ from contextlib import ExitStack, contextmanager
 
 from pybuild.errors import StoreError
 from pybuild.rootless import in_userns
+from pybuild.worker import fuseoverlay as fuse
 
 MAX_LOWERS = 500  # overlayfs OVL_MAX_STACK
 _PAGE = 4095
@@ -158,19 +163,27 @@ def _mount_classic(target: str, lowers: Sequence[str], upper: str, work: str) ->
 def mount_overlay(target: str, lowers: Sequence[str], upper: str, work: str) -> None:
     """Mount overlayfs at `target`: `lowers` top-most first, `upper`/`work` on one filesystem.
 
-    Raises StoreError naming the target and the layer count when the kernel refuses.
+    Inside a rootless build's user namespace, fuse-overlayfs stands in when the kernel refuses (or when
+    PYBUILD_OVERLAY=fuse-overlayfs asks for it). Raises StoreError naming the target and the layer count
+    when neither works.
     """
     if not lowers:
         raise StoreError(f"cannot mount overlay at {target}: no lower directories")
     if len(lowers) > MAX_LOWERS:
         raise StoreError(f"cannot mount overlay at {target}: {len(lowers)} layers exceed overlayfs's limit "
                          f"of {MAX_LOWERS}")
+    if in_userns() and os.environ.get("PYBUILD_OVERLAY") == fuse.FUSE_OVERLAYFS:
+        fuse.mount(target, lowers, upper, work)
+        return
     try:
         if supports_lowerdir_plus():
             _mount_new_api(target, lowers, upper, work)
         else:
             _mount_classic(target, lowers, upper, work)
     except OSError as exc:
+        if in_userns() and exc.errno in (errno.EPERM, errno.EINVAL, errno.ENODEV):
+            fuse.mount(target, lowers, upper, work, refused=exc.strerror or str(exc))
+            return
         hint = "overlay mounts need root (or CAP_SYS_ADMIN)" if exc.errno == errno.EPERM else None
         raise StoreError(f"cannot mount overlay at {target} ({len(lowers)} layers): {exc.strerror}",
                          hint=hint) from exc
@@ -181,6 +194,7 @@ def unmount(target: str) -> None:
     Not mounted is fine. Raises StoreError on other failures."""
     path = os.fsencode(target)
     if _libc.umount2(path, 0) == 0:
+        fuse.unmounted(target)
         return
     code = ctypes.get_errno()
     if code == errno.EINVAL and not is_mounted(target):
@@ -188,6 +202,7 @@ def unmount(target: str) -> None:
     if code == errno.ENOENT:
         return
     if code == errno.EBUSY and _libc.umount2(path, _MNT_DETACH) == 0:
+        fuse.unmounted(target)
         return
     code = ctypes.get_errno() if code == errno.EBUSY else code
     raise StoreError(f"cannot unmount {target}: {os.strerror(code)}",

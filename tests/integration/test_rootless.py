@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,7 +76,8 @@ def _layers(archive: Path) -> list[dict[str, tuple[int, int, str]]]:
 STEPS = """FROM busybox
 RUN mkdir -p /app/data /gone/sub && echo hi > /app/data/f && chown -R 1000:1000 /app && \\
     chown 65534:65534 /app/data/f && touch /gone/sub/x && id -u > /who
-RUN rm -rf /gone /etc/group && mkdir /app/data2 && chmod 0750 /app/data2 && chown 1000:2000 /app/data2
+RUN rm -rf /gone /etc/group && mkdir /app/data2 && chmod 0750 /app/data2 && chown 1000:2000 /app/data2 && \
+    rm -rf /app/data && mkdir /app/data && echo new > /app/data/g
 COPY --chown=123:456 hello.txt /app/hello.txt
 WORKDIR /srv/www
 """
@@ -94,6 +96,7 @@ def test_build_runs_as_mapped_root_with_container_owners(rl: Rootless) -> None:
     assert first["who"] == (0, 0, "file")
     assert ".wh.gone" in second and "etc/.wh.group" in second
     assert second["app/data2"][:2] == (1000, 2000)
+    assert "app/data/.wh..wh..opq" in second and "app/data/g" in second  # an opaque directory
     assert third["app/hello.txt"][:2] == (123, 456)
     # the store is the user's, under $XDG_DATA_HOME (default ~/.local/share)/pybuild, owned by the user
     store = rl.home / ".local" / "share" / "pybuild"
@@ -110,6 +113,22 @@ def test_digest_equals_a_root_build(rl: Rootless, tmp_path: Path) -> None:
     rl.as_root(store, "import", str(rl.home / "busybox.tar"), "busybox:latest", env={"SOURCE_DATE_EPOCH": "0"})
     root = rl.as_root(store, "build", "-q", "--no-cache", "-t", "same:1", str(ctx), env=env).strip()
     assert rootless.startswith("sha256:") and rootless == root
+
+
+def test_fuse_overlayfs_fallback_writes_the_same_layers(rl: Rootless) -> None:
+    need(shutil.which("fuse-overlayfs") is not None, "fuse-overlayfs not installed")
+    ctx = _context(rl, STEPS + "RUN ls /app/data /app > /listing && ls /gone 2>/dev/null; test ! -e /gone\n",
+                   {"hello.txt": "hello\n"})
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    kernel = rl.ok("build", "-q", "--no-cache", str(ctx), env=env).strip()
+    fuse = rl.ok("build", "-q", "--no-cache", str(ctx), env={**env, "PYBUILD_OVERLAY": "fuse-overlayfs"}).strip()
+    assert kernel.startswith("sha256:") and fuse == kernel
+    for _ in range(100):  # each daemon exits once its mount is gone (asynchronously, after the umount)
+        daemons = subprocess.run(["pgrep", "-u", USER, "-x", "fuse-overlayfs"], capture_output=True, text=True)
+        if not daemons.stdout:
+            break
+        time.sleep(0.1)
+    assert not daemons.stdout, "fuse-overlayfs daemons outlived the build"
 
 
 def test_cached_rebuild_and_prune(rl: Rootless) -> None:
