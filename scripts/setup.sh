@@ -48,15 +48,16 @@ if [ "$(id -u)" = 0 ] && [ -n "$controllers" ]; then
   done
 fi
 
-# The rootless tests run pybuild as this unprivileged user, with 65536 subordinate uids and gids (next to
-# the highest range /etc/subuid already hands out). Needs root; idempotent.
 # A rootless build opens /dev/net/tun (slirp4netns, the RUN network) and /dev/fuse (fuse-overlayfs, where the
-# kernel refuses overlayfs in a user namespace) as the user:
-# 0666 is the standard mode (udev's), but some images ship it 0600.
-ROOTLESS_USER=${PYBUILD_ROOTLESS_USER:-pybuild-rootless}
+# kernel refuses overlayfs in a user namespace) as the user: 0666 is their standard mode (udev's), but some
+# images ship them 0600.
 for dev in /dev/net/tun /dev/fuse; do
   if [ "$(id -u)" = 0 ] && [ -c "$dev" ]; then chmod 0666 "$dev"; fi
 done
+
+# The rootless tests run pybuild as this unprivileged user, with 65536 subordinate uids and gids (next to
+# the highest range /etc/subuid already hands out). Needs root; idempotent.
+ROOTLESS_USER=${PYBUILD_ROOTLESS_USER:-pybuild-rootless}
 if [ "$(id -u)" = 0 ] && command -v useradd >/dev/null; then
   id -u "$ROOTLESS_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$ROOTLESS_USER"
   for kind in uid gid; do
