@@ -155,6 +155,19 @@ def test_missing_subuid_range_is_a_one_line_error(rl: Rootless) -> None:
     assert "usermod --add-subuids" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("flag", [("--memory", "64m"), ("--pids-limit", "50")])
+def test_cgroup_limits_are_refused_not_ignored(rl: Rootless, flag: tuple[str, str]) -> None:
+    """Rootless runc/crun cannot set cgroup limits without delegation (cgroup v2 and a delegated
+    controller; never on cgroup v1): the build stops before any RUN with one line saying so."""
+    ctx = _context(rl, "FROM busybox\nRUN echo ran\n")
+    result = rl.run("build", "--progress=plain", "--no-cache", *flag, str(ctx))
+    if result.returncode == 0:  # a host that delegates the controller (cgroup v2): not this case
+        pytest.skip("this host delegates the controller to the user")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {flag[0]}: this host cannot enforce it: ")
+    assert "ran" not in result.stdout + result.stderr
+
+
 def test_demo_build(rl: Rootless) -> None:
     demo = rl.home / "demo"
     shutil.copytree(REPO / "fixtures" / "demo", demo)
