@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         argv = _with_command(args_list)
         command = next((word for word in argv if word in COMMANDS), None)
-        if command in ROOTLESS_COMMANDS and os.geteuid() != 0:
+        if command in ROOTLESS_COMMANDS and os.geteuid() != 0 and not {"-h", "--help"} & set(argv):
             from pybuild.rootless import enter_if_needed
 
             enter_if_needed()  # before any thread starts: a non-root user builds in a user namespace

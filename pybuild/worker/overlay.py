@@ -184,7 +184,8 @@ def mount_overlay(target: str, lowers: Sequence[str], upper: str, work: str) -> 
         if in_userns() and exc.errno in (errno.EPERM, errno.EINVAL, errno.ENODEV):
             fuse.mount(target, lowers, upper, work, refused=exc.strerror or str(exc))
             return
-        hint = "overlay mounts need root (or CAP_SYS_ADMIN)" if exc.errno == errno.EPERM else None
+        hint = ("overlay mounts need root or a user namespace: the `pybuild build` command enters one for a "
+                "non-root user (pybuild.rootless.enter)") if exc.errno == errno.EPERM else None
         raise StoreError(f"cannot mount overlay at {target} ({len(lowers)} layers): {exc.strerror}",
                          hint=hint) from exc
 
