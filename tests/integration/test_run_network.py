@@ -118,7 +118,8 @@ def test_default_network_sees_only_its_own_interfaces(rootfs: Path, runtime: str
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_default_network_reaches_the_mirror_over_tcp(rootfs: Path, runtime: str) -> None:
     host = urlsplit(debian_mirror()).hostname or "deb.debian.org"
-    script = f"printf 'HEAD /debian/ HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' | nc -w 10 {host} 80"
+    # stdin stays open until the answer is in: busybox nc may stop reading once its stdin ends
+    script = f"{{ printf 'HEAD /debian/ HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n'; sleep 5; }} | nc -w 10 {host} 80"
     text = run(rootfs, script, runtime=runtime)
     assert text.startswith("HTTP/1."), text
 
@@ -127,7 +128,7 @@ def test_default_network_reaches_the_mirror_over_tcp(rootfs: Path, runtime: str)
 def test_none_network_has_only_loopback_and_no_way_out(rootfs: Path, runtime: str) -> None:
     host = urlsplit(debian_mirror()).hostname or "deb.debian.org"
     address = socket.gethostbyname(host)  # by address too, so a missing resolver is not the only obstacle
-    request = f"printf 'HEAD /debian/ HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n'"
+    request = f"{{ printf 'HEAD /debian/ HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n'; sleep 3; }}"
     script = (f"busybox ip -o link; for a in {host} {address}; do {request} | nc -w 5 $a 80; echo nc=$?; done; "
               "busybox readlink /proc/self/ns/net")
     text = run(rootfs, script, network="none", runtime=runtime)
