@@ -54,6 +54,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from pybuild.errors import ConfigError
+from pybuild.worker.secretfiles import proc_is_ours
 
 SLIRP = "slirp4netns"
 MTU = 65520
@@ -147,17 +148,10 @@ def slirp_binary() -> str:
     return found
 
 
-def _proc_is_ours() -> bool:
-    try:
-        return os.readlink("/proc/self") == str(os.getpid())
-    except OSError:
-        return False
-
-
 def prepare() -> Netns:
     """A fresh isolated namespace with slirp4netns ready (see the module docstring)."""
     binary = slirp_binary()
-    if not _proc_is_ours():
+    if not proc_is_ours():
         raise ConfigError("the default RUN network needs /proc of pybuild's own pid namespace "
                           "(the runtime joins the namespace through /proc/<pid>/fd)",
                           hint="mount /proc for this pid namespace, or build with --network none")
