@@ -35,10 +35,7 @@ newuidmap/newgidmap, user namespaces disabled, a map the setuid helper refused.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import pwd
-import shutil
 
 from pybuild.errors import ConfigError
 
@@ -88,6 +85,8 @@ def subordinate_range(path: str, user: str, uid: int) -> tuple[int, int]:
 
 
 def _tool(name: str) -> str:
+    import shutil
+
     found = shutil.which(name) or next(
         (p for p in (f"/usr/bin/{name}", f"/bin/{name}") if os.access(p, os.X_OK)), None)
     if found is None:
@@ -126,6 +125,9 @@ def _helper(pid: int, wake: int, report: int, commands: list[list[str]]) -> None
 def enter() -> None:
     """Move this (single-threaded, non-root) process into a new user and mount namespace where it is
     root; ConfigError naming what to install or configure when that cannot be done."""
+    import ctypes
+    import pwd
+
     uid, gid = os.getuid(), os.getgid()
     try:
         user = pwd.getpwuid(uid).pw_name
