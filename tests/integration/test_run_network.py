@@ -349,3 +349,72 @@ def test_pool_hands_out_fresh_prepared_namespaces_and_drains_idle_spares(monkeyp
     finally:
         pool.close()
     assert pool.ready == []
+
+
+# --- AF_PACKET: the host's lo cannot be captured ------------------------------------------------------------
+
+SNIFF = r"""
+socket(my $s, 17, 3, 0x0300) or die "socket: $!\n";   # AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)
+my ($packets, $hits, $end) = (0, 0, time + 4);
+while (time < $end) {
+    my $rin = ''; vec($rin, fileno($s), 1) = 1;
+    next unless select(my $rout = $rin, undef, undef, 0.2);
+    recv($s, my $buf, 65535, 0);
+    $packets++;
+    $hits++ if index($buf, "pybuild-sniff-marker") >= 0;
+}
+print "packets=$packets hits=$hits\n";
+"""
+
+
+@pytest.fixture
+def debian_rootfs(tmp_path: Path) -> Iterator[str]:
+    need(os.geteuid() == 0, "needs root (overlayfs, runc)")
+    need(shutil.which("debootstrap") is not None, "debootstrap not installed")
+    need(shutil.which("slirp4netns") is not None, "slirp4netns not installed")
+    from pybuild.store.images import import_rootfs
+    from pybuild.store.store import Store
+    from pybuild.worker.snapshots import Snapshots
+    from tests.bases import debian_rootfs_tar
+
+    with Store.open(str(tmp_path / "store")) as store:
+        image = import_rootfs(store, str(debian_rootfs_tar()), "debian:sniff")
+        snaps = Snapshots.open(store)
+        active = snaps.prepare(snaps.ensure_layers(store, image.diff_ids))
+        try:
+            yield active.rootfs
+        finally:
+            snaps.release(active)
+
+
+def test_af_packet_cannot_capture_the_hosts_loopback(debian_rootfs: str, server: LoopbackServer) -> None:
+    """While the host talks to itself on 127.0.0.1 (with a marker in every packet), a RUN with CAP_NET_RAW
+    opens an AF_PACKET socket (perl, in the Debian base) and captures what it can: on `default` never the
+    marker; on `host` (the control) the marker, so the check can fail."""
+    stop = threading.Event()
+
+    def chatter() -> None:
+        while not stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=1) as conn:
+                    conn.sendall(b"pybuild-sniff-marker\n")
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    talker = threading.Thread(target=chatter, daemon=True)
+    talker.start()
+    try:
+        results = {}
+        for network in ("default", "host"):
+            out: list[bytes] = []
+            run_process(debian_rootfs, ProcessSpec(args=("perl", "-e", SNIFF), env=("PATH=/usr/bin:/bin",)),
+                        network=network, output=lambda _s, chunk: out.append(chunk), timeout=60)
+            match = re.search(r"packets=(\d+) hits=(\d+)", b"".join(out).decode())
+            assert match, out
+            results[network] = (int(match.group(1)), int(match.group(2)))
+    finally:
+        stop.set()
+        talker.join(timeout=5)
+    assert results["default"][1] == 0, results
+    assert results["host"][1] > 0, results
