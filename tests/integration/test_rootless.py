@@ -139,6 +139,34 @@ def test_cached_rebuild_and_prune(rl: Rootless) -> None:
     rl.ok("prune", "--all")  # removes what the build unpacked: files owned by subordinate ids
 
 
+def test_kill_9_leaves_nothing_after_the_next_build(rl: Rootless) -> None:
+    marker = f"sleep 3{uuid.uuid4().int % 1000:03d}"
+    ctx = _context(rl, f"FROM busybox\nRUN {marker}\n")
+    build = subprocess.Popen(rl.python_argv("-m", "pybuild", "build", "-q", "--no-cache", str(ctx)),
+                             cwd=rl.home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            if subprocess.run(["pgrep", "-f", f"^{marker}$"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the RUN never started")
+        found = subprocess.run(["pgrep", "-u", USER, "-f", f"pybuild build -q --no-cache {ctx}"],
+                               capture_output=True, text=True).stdout.split()
+        assert found, "no pybuild process"
+        for pid in found:
+            os.kill(int(pid), 9)
+        build.wait(timeout=30)
+    finally:
+        build.kill()
+    rl.ok("build", "-q", str(_context(rl, "FROM busybox\nRUN true\n")))  # reaps the dead build's run
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", f"^{marker}$"], capture_output=True).returncode == 1
+    run = rl.home / ".local" / "share" / "pybuild" / "run"
+    assert not list((run / "bundles").iterdir())
+    assert not [p for p in (run / "runc").iterdir() if p.is_dir()]
+
+
 def test_crun_rootless(rl: Rootless) -> None:
     need(shutil.which("crun") is not None, "crun not installed")
     ctx = _context(rl, "FROM busybox\nRUN id -u > /uid && cat /proc/self/uid_map\n")
