@@ -98,7 +98,8 @@ def test_default_network_cannot_reach_the_hosts_loopback(rootfs: Path, server: L
     assert server.accepted == 0
     assert "10.0.2.2 rc=" in text and "127.0.0.1 rc=" in text
     # its own namespace, not the host's
-    assert NETNS.search(text) and NETNS.search(text).group(0) != os.readlink("/proc/self/ns/net")  # type: ignore[union-attr]
+    own = NETNS.search(text)
+    assert own is not None and own.group(0) != os.readlink("/proc/self/ns/net")
     # control: the same script on the host's network does reach the server, so the check above can fail
     host = run(rootfs, f"nc -w 3 127.0.0.1 {server.port} </dev/null", network="host", runtime=runtime)
     assert "host-loopback-secret" in host and server.accepted == 1
@@ -277,19 +278,36 @@ def test_nothing_left_after_a_build_and_a_failed_run(root: str, ctx: Path) -> No
     assert_gone(proc.pid, seen)
 
 
-def test_nothing_left_after_kill_9_and_the_next_build(root: str, ctx: Path) -> None:
-    need(shutil.which("slirp4netns") is not None, "slirp4netns not installed")
-    proc = build(root, ctx, "FROM busybox:latest\nRUN busybox readlink /proc/self/ns/net && sleep 60\n")
+def running_namespace(proc: subprocess.Popen[str]) -> str:
+    """The namespace inode a build's sleeping RUN printed (read from its plain progress)."""
     assert proc.stderr is not None
-    inode = ""
     deadline = time.monotonic() + 60
-    while not inode and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line:
             break
         match = NETNS.search(line)
-        inode = match.group(1) if match else ""
-    assert inode, "the RUN never printed its namespace"
+        if match:
+            return match.group(1)
+    raise AssertionError("the RUN never printed its namespace")
+
+
+def test_nothing_left_after_ctrl_c(root: str, ctx: Path) -> None:
+    need(shutil.which("slirp4netns") is not None, "slirp4netns not installed")
+    proc = build(root, ctx, "FROM busybox:latest\nRUN busybox readlink /proc/self/ns/net && sleep 60\n")
+    inode = running_namespace(proc)
+    assert slirps_of(proc.pid), "no slirp4netns serves the running RUN"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert_gone(proc.pid, {inode})
+
+
+def test_nothing_left_after_kill_9_and_the_next_build(root: str, ctx: Path) -> None:
+    need(shutil.which("slirp4netns") is not None, "slirp4netns not installed")
+    proc = build(root, ctx, "FROM busybox:latest\nRUN busybox readlink /proc/self/ns/net && sleep 60\n")
+    assert proc.stderr is not None
+    inode = running_namespace(proc)
     assert slirps_of(proc.pid), "no slirp4netns serves the running RUN"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
