@@ -22,8 +22,8 @@ Inside, `stat` shows container ids (host uid -> 0, subordinate ids -> 1..65536),
 rootless build carry the same owners, and hence the same bytes and digests, as a root build's. Files a
 layer owns with ids past 65536 cannot be represented and fail the unpack (chown: invalid argument).
 
-`PYBUILD_ROOTLESS` is set to the host uid inside, so code can tell a real root from a mapped one
-(`in_userns`): the worker then marks opaque directories with `user.overlay.opaque` and mounts overlay with
+`in_userns` tells a real root from a mapped one (any user namespace but the initial one, so also a
+pybuild started as root inside `unshare -Ur` or a user-namespaced pod): the worker then marks opaque directories with `user.overlay.opaque` and mounts overlay with
 `userxattr`, skips device nodes in layers (mknod is refused in a user namespace; the RUN's /dev is a tmpfs
 with the runtime's devices anyway), and the runtime gets /sys as a bind mount. Rootless runc/crun cannot
 set cgroup limits on this host without delegation (cgroup v1, no systemd user slice): a build that asks for
@@ -39,7 +39,7 @@ import os
 
 from pybuild.errors import ConfigError
 
-ENV = "PYBUILD_ROOTLESS"
+_IDENTITY_MAP = ["0", "0", "4294967295"]  # /proc/self/uid_map of the initial user namespace
 MAPPED_IDS = 65536  # container ids 1..65536 come from the subordinate range
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUSER = 0x10000000
@@ -47,9 +47,19 @@ _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
 
 
+_in_userns: bool | None = None
+
+
 def in_userns() -> bool:
-    """Whether this process is a rootless pybuild inside its user namespace."""
-    return bool(os.environ.get(ENV))
+    """Whether this process runs in a user namespace other than the initial one (read once, cached)."""
+    global _in_userns
+    if _in_userns is None:
+        try:
+            with open("/proc/self/uid_map", encoding="ascii") as handle:
+                _in_userns = handle.read().split() != _IDENTITY_MAP
+        except OSError:  # no /proc: assume the initial namespace
+            _in_userns = False
+    return _in_userns
 
 
 def subordinate_range(path: str, user: str, uid: int) -> tuple[int, int]:
@@ -128,6 +138,8 @@ def enter() -> None:
     import ctypes
     import pwd
 
+    global _in_userns
+
     uid, gid = os.getuid(), os.getgid()
     try:
         user = pwd.getpwuid(uid).pw_name
@@ -171,10 +183,10 @@ def enter() -> None:
         code = ctypes.get_errno()
         raise ConfigError(f"rootless build: cannot make mounts private in the new namespace: "
                           f"{os.strerror(code)}")
-    os.environ[ENV] = str(uid)
+    _in_userns = True
 
 
 def enter_if_needed() -> None:
-    """`enter` when not root and not inside already (`cli.main` calls it for build and prune)."""
-    if os.geteuid() != 0 and not in_userns():
+    """`enter` when not root (`cli.main` calls it for build and prune; inside, this process is root)."""
+    if os.geteuid() != 0:
         enter()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,18 @@ def test_missing_uidmap_tool_names_the_package() -> None:
 def test_map_arguments() -> None:
     assert rootless._map_args("/usr/bin/newuidmap", 42, 1000, 100000) == [
         "/usr/bin/newuidmap", "42", "0", "1000", "1", "1", "100000", "65536"]
+
+
+
+def test_in_userns_tells_a_mapped_root_from_the_real_one() -> None:
+    code = "from pybuild.rootless import in_userns; print(in_userns())"
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert plain.stdout.strip() == str(Path("/proc/self/uid_map").read_text().split()
+                                       != ["0", "0", "4294967295"])
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) not installed")
+    mapped = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", code],
+                            capture_output=True, text=True)
+    if mapped.returncode != 0:
+        pytest.skip(f"no user namespaces here: {mapped.stderr.strip()}")
+    assert mapped.stdout.strip() == "True"
