@@ -38,6 +38,9 @@ class BuildRequest:
     does not come from a file (`-f -`). `outputs` are `--output` specs; `secrets` are `--secret` specs.
     `pull` pulls every base image by tag again (`--pull`); `push` pushes every tag after the build.
     `epoch` is SOURCE_DATE_EPOCH (None: taken from the environment). `store_root` None: the default store.
+    `allow` grants entitlements (`--allow network.host,security.insecure`, see `pybuild.entitlements`);
+    `ulimits` (`TYPE=SOFT[:HARD]`), `shm_size` (`64m`), `memory` (`1g`) and `pids_limit` bound every RUN
+    step, spelled as docker's flags (`pybuild.worker.sandbox`; None: docker's defaults).
     """
 
     context: str
@@ -62,6 +65,11 @@ class BuildRequest:
     epoch: int | None = None
     pull: bool = False
     push: bool = False
+    allow: tuple[str, ...] = ()
+    ulimits: tuple[str, ...] = ()
+    shm_size: str | None = None
+    memory: str | None = None
+    pids_limit: int | None = None
 
 
 @record(kw_only=True)
@@ -121,6 +129,7 @@ class _Build:
         outputs = [parse_output(spec) for spec in request.outputs]
         self.cache_from, self.cache_to = _cache_specs(request)
         _check_push(request)
+        allow, sandbox = _sandbox(request)
         platform = _platform(request.platform)
         epoch = _epoch(request)
         ctx, data, name = _open_context(request)
@@ -135,7 +144,8 @@ class _Build:
             plan = memo.plan
             for warning in plan.warnings:
                 self.warn(warning)
-            runner, results = self._solve(store, ctx, memo, data, name, epoch)
+            _check_entitlements(plan, allow, request.network, name, data)
+            runner, results = self._solve(store, ctx, memo, data, name, epoch, allow, sandbox)
             image = self._commit(store, runner.cache, plan, results, epoch)
             for spec in outputs:
                 self.note(f"exporting to {spec.type}" + (f" {spec.dest}" if spec.dest else "")
@@ -153,7 +163,8 @@ class _Build:
             misses=tuple((self.names.get(m.digest, m.digest), m.reasons) for m in runner.misses),
             steps_run=runner.ran, steps_cached=runner.cached, duration=time.monotonic() - start)
 
-    def _solve(self, store: Any, ctx: Any, memo: Any, data: bytes, name: str, epoch: int | None) -> Any:
+    def _solve(self, store: Any, ctx: Any, memo: Any, data: bytes, name: str, epoch: int | None,
+               allow: frozenset[str], sandbox: Any) -> Any:
         from pybuild.cache.index import CacheIndex
         from pybuild.names import stage_ops
         from pybuild.solve.scheduler import solve
@@ -175,7 +186,7 @@ class _Build:
             reap_stale_runs(store.root)  # a killed build's container first, then (Snapshots.open) its mounts
 
             return Worker(store, ctx, request.runtime, snapshots=Snapshots.open(store), epoch=epoch,
-                          secrets=secrets)
+                          secrets=secrets, sandbox=sandbox, allow=allow)
 
         sources: list[Any] = []
         if self.cache_from:
@@ -284,6 +295,40 @@ def _cache_specs(request: BuildRequest) -> tuple[list[Any], list[Any]]:
 
     cache_from = [parse_cache_from(text) for text in request.cache_from]
     return cache_from, [parse_cache_to(text) for text in request.cache_to]
+
+
+def _sandbox(request: BuildRequest) -> tuple[frozenset[str], Any]:
+    """The granted entitlements and the RUN steps' `Sandbox` (None: docker's defaults), parsed and checked
+    against what the host can enforce before anything runs: a bad flag is a one-line ConfigError."""
+    from pybuild.entitlements import parse_allow
+
+    allow = parse_allow(request.allow)
+    if not (request.ulimits or request.shm_size is not None or request.memory is not None
+            or request.pids_limit is not None):
+        return allow, None
+    from pybuild.worker.sandbox import check_host, make_sandbox
+
+    sandbox = make_sandbox(ulimits=request.ulimits, shm_size=request.shm_size, memory=request.memory,
+                           pids_limit=request.pids_limit)
+    check_host(sandbox)
+    return allow, sandbox
+
+
+def _check_entitlements(plan: Any, allow: frozenset[str], network: str, name: str, data: bytes) -> None:
+    """Every entitlement the target's steps need is granted (before any step runs); the error shows the
+    Dockerfile line that asked for it."""
+    from pybuild.entitlements import check_plan
+    from pybuild.solve.scheduler import needed
+
+    try:
+        check_plan(plan.ops, needed(plan.ops, plan.target)[0], allow, network)
+    except PybuildError as exc:
+        if exc.source is None and exc.span is not None and exc.span.file == name:
+            from pybuild.dockerfile.parser import decode
+            from pybuild.source import SourceFile
+
+            exc.source = SourceFile(name, decode(data))
+        raise
 
 
 def _check_push(request: BuildRequest) -> None:

@@ -38,7 +38,15 @@ def add_build_parser(sub: Any) -> None:
                    help="set an image label (repeatable)")
     p.add_argument("--platform", metavar="OS/ARCH", help="target platform (only the host's, for now)")
     p.add_argument("--network", default="default", choices=("default", "none", "host"),
-                   help="network for RUN steps (default: the host's network namespace)")
+                   help="network for RUN steps (host needs --allow network.host)")
+    p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
+                   help="grant network.host or security.insecure (repeatable, comma-separated)")
+    p.add_argument("--ulimit", dest="ulimits", action="append", default=[], metavar="TYPE=SOFT[:HARD]",
+                   help="a ulimit for RUN steps, e.g. nofile=1024:2048 (repeatable)")
+    p.add_argument("--shm-size", metavar="SIZE", help="size of /dev/shm in RUN steps (default 64m)")
+    p.add_argument("-m", "--memory", metavar="SIZE", help="memory limit of each RUN step (default: none)")
+    p.add_argument("--pids-limit", type=int, metavar="N",
+                   help="most processes a RUN step may have at once (default: no limit; -1: no limit)")
     p.add_argument("--secret", dest="secrets", action="append", default=[],
                    metavar="id=ID[,src=FILE|env=VAR]", help="a secret for RUN --mount=type=secret")
     p.add_argument("-o", "--output", dest="outputs", action="append", default=[], metavar="SPEC",
@@ -110,7 +118,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         no_cache_filter=tuple(args.no_cache_filter), labels=labels(args.labels), platform=args.platform,
         network=args.network, secrets=tuple(args.secrets), outputs=tuple(args.outputs), jobs=args.jobs,
         explain_cache=args.explain_cache, cache_from=tuple(args.cache_from), cache_to=tuple(args.cache_to),
-        runtime=args.runtime, pull=args.pull, push=args.push)
+        runtime=args.runtime, pull=args.pull, push=args.push, allow=tuple(args.allow),
+        ulimits=tuple(args.ulimits), shm_size=args.shm_size, memory=args.memory, pids_limit=args.pids_limit)
     mode = "quiet" if args.quiet else args.progress
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a killed build cleans up like Ctrl-C
     try:

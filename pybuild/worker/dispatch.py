@@ -17,7 +17,11 @@ What each op does:
   sources are throwaway overlays of the other op's filesystem, context binds read `context.root` (through a
   hard-linked copy of what the ignore file lets through, when it excludes anything), secrets
   come from `self.secrets`, caches live in `<store>/cache-mounts`; all released before the layer is taken
-  (so cache and secret mount points never reach it). `--security=insecure` is refused.
+  (so cache and secret mount points never reach it). The process runs under `self.sandbox` (the build's
+  limits) with the op's security mode: `--security=insecure` only when `self.allow` holds the
+  `security.insecure` entitlement, and `--network=host` only with `network.host` (the build checks both
+  before any step runs: `entitlements.check_plan`; this is the worker's own guard). A RUN that fails under
+  a memory or pids limit says so (`sandbox.explain_failure`).
 - `FileOp`: COPY / ADD / WORKDIR's mkdir on a fresh overlay over the input chain, then commit. A source that
   is another op's filesystem (`COPY --from`) is mounted read-only-in-effect (a throwaway overlay released
   afterwards) and copied from its rootfs with owners preserved.
@@ -42,12 +46,13 @@ from pybuild.errors import InternalError, UserError, at
 from pybuild.image.spec import layer_media_type
 from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, ImageSourceOp, MountSpec, Op, ScratchOp
 from pybuild.store.images import resolve_image
+from pybuild.record import replace
 from pybuild.store.store import Store
-from pybuild.worker.executor import run_process
+from pybuild.worker.executor import ProcessFailed, run_process
 from pybuild.worker.secrets import SecretStore
 from pybuild.worker.snapshots import ActiveSnapshot, Snapshot, Snapshots
 from pybuild.worker.spec import ETC_FILES
-from pybuild.worker.types import HostMount, NetworkMode, OutputSink, ProcessSpec, StepResult
+from pybuild.worker.types import HostMount, NetworkMode, OutputSink, ProcessSpec, Sandbox, StepResult
 
 __all__ = ["RUNTIME_FILES", "StepResult", "Worker"]
 
@@ -61,7 +66,8 @@ class Worker:
 
     def __init__(self, store: Store, context: BuildContext | None, runtime: str = "runc", *,
                  snapshots: Snapshots | None = None, output: OutputSink | None = None,
-                 epoch: int | None = None, secrets: SecretStore | None = None) -> None:
+                 epoch: int | None = None, secrets: SecretStore | None = None, sandbox: Sandbox | None = None,
+                 allow: Collection[str] = ("network.host",)) -> None:
         self.store = store
         self.context = context
         self.runtime = runtime
@@ -70,6 +76,8 @@ class Worker:
         self._local = threading.local()  # the output sink of the op running on this thread
         self.epoch = epoch  # SOURCE_DATE_EPOCH: clamps file times in the layers steps make
         self.secrets = secrets if secrets is not None else SecretStore()  # what secret mounts read
+        self.sandbox = sandbox if sandbox is not None else Sandbox()  # the build's limits for RUN steps
+        self.allow = frozenset(allow)  # entitlements (--allow); the default keeps a plain Worker's host network
 
     @property
     def output(self) -> OutputSink | None:
@@ -147,11 +155,19 @@ class Worker:
 
     def _exec(self, op: ExecOp, inputs: Mapping[str, StepResult],
               cancel: threading.Event | None) -> StepResult:
-        if op.security not in ("", "sandbox"):
-            raise UserError(f"RUN --security={op.security} is not supported")
+        from pybuild.entitlements import require
+
+        if op.security not in ("", "sandbox", "insecure"):
+            raise UserError(f"RUN --security={op.security} is not supported (use sandbox or insecure)")
         if op.network not in _NETWORKS:
             raise UserError(f"RUN --network={op.network} is not supported (use default, none or host)")
         network: NetworkMode = op.network  # checked just above
+        if network == "host":
+            require("network.host", self.allow, "RUN --network=host")
+        sandbox = self.sandbox
+        if op.security == "insecure":
+            require("security.insecure", self.allow, "RUN --security=insecure")
+            sandbox = replace(sandbox, security="insecure")
         base = _input(inputs, op.input)
         # The mounts are released (and cache/secret mount points removed) before `_step` stores the layer.
         with self._step(base, run=True) as (active, made), ExitStack() as stack:
@@ -160,8 +176,16 @@ class Worker:
                 mounts = (_script_mount(op, stack), *mounts)
             process = ProcessSpec(args=op.args, env=_with_env(op.env + op.proxy_env, env), user=op.user,
                                   cwd=op.cwd or "/")
-            run_process(active.rootfs, process, network=network, mounts=mounts, runtime=self.runtime,
-                        output=self.output, cancel=cancel, store_root=self.store.root)
+            try:
+                run_process(active.rootfs, process, network=network, mounts=mounts, runtime=self.runtime,
+                            output=self.output, cancel=cancel, store_root=self.store.root, sandbox=sandbox)
+            except ProcessFailed as exc:
+                from pybuild.worker.sandbox import explain_failure
+
+                message = explain_failure(exc, sandbox, exc.exit_code, exc.tail)
+                if message is None:
+                    raise
+                raise ProcessFailed(message, exit_code=exc.exit_code, tail=exc.tail) from None
         return StepResult(diff_ids=base.diff_ids + (made[0],))
 
     def _run_mounts(self, op: ExecOp, inputs: Mapping[str, StepResult], rootfs: str, stack: ExitStack,

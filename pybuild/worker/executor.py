@@ -69,7 +69,7 @@ from pybuild.store.private import make_private_dir
 from pybuild.worker import ownerlock
 from pybuild.worker.secretfiles import proc_is_ours
 from pybuild.worker import spec as ocispec
-from pybuild.worker.types import HostMount, NetworkMode, OutputSink, ProcessSpec
+from pybuild.worker.types import HostMount, NetworkMode, OutputSink, ProcessSpec, Sandbox
 from pybuild.worker.users import resolve_user
 
 TAIL_LINES = 20
@@ -151,6 +151,7 @@ def prepare_bundle(
     mounts: Sequence[HostMount] = (),
     runtime: str = "runc",
     store_root: str | None = None,
+    sandbox: Sandbox | None = None,
 ) -> Iterator[Bundle]:
     """A bundle dir for `process` on `rootfs`, removed on exit (the benchmark reuses it for a bare run).
     It lives under `run_dir(store_root)`. `netns_path` is the prepared namespace a `default` RUN joins
@@ -165,7 +166,8 @@ def prepare_bundle(
     try:
         etc = ocispec.write_etc_files(path, network)
         config = ocispec.generate_spec(rootfs=rootfs, process=process, user=user, network=network,
-                                       netns_path=netns_path, etc_files=etc, mounts=mounts)
+                                       netns_path=netns_path, etc_files=etc, mounts=mounts,
+                                       sandbox=sandbox)
         # bytes that are not UTF-8 (a RUN line, an ENV value) as U+FFFD, as BuildKit's Go encoder writes
         # them (json.dump's "\udcff" escapes: runc read them as U+FFFD, crun as CESU-8 bytes)
         data = canonical_json(config)
@@ -266,6 +268,7 @@ def run_process(
     timeout: float | None = None,
     cancel: threading.Event | None = None,
     store_root: str | None = None,
+    sandbox: Sandbox | None = None,
 ) -> RunResult:
     """Run `process` in a throwaway container on `rootfs` and wait for it (see the module docstring).
 
@@ -279,7 +282,8 @@ def run_process(
 
             netns_path = stack.enter_context(isolated()).path
         bundle = stack.enter_context(prepare_bundle(rootfs, process, network=network, netns_path=netns_path,
-                                                    mounts=mounts, runtime=runtime, store_root=store_root))
+                                                    mounts=mounts, runtime=runtime, store_root=store_root,
+                                                    sandbox=sandbox))
         return _Run(binary, bundle, process, output).execute(timeout, cancel)
 
 

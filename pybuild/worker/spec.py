@@ -18,8 +18,10 @@ generates, which in turn follows docker's defaults:
 - masked and read-only paths: docker's defaults.
 - devices: runc's and crun's built-in defaults (null, zero, full, random, urandom, tty, plus /dev/ptmx and
   /dev/pts), with a cgroup device rule that denies the rest.
-- seccomp: NOT applied yet. Docker's default seccomp profile is a large allow list that is still to be
-  ported; until then RUN steps run with capabilities and masked paths as the only restrictions.
+- seccomp: docker's default profile, resolved for the step's capabilities and the host (`seccomp.py`).
+  `sandbox.apply` puts it in, with the step's security mode (`RUN --security=insecure`: every capability,
+  no seccomp, no masked or read-only paths, /sys writable) and the build's limits (`--ulimit`, `--shm-size`,
+  `--memory`, `--pids-limit`).
 - cgroupsPath: omitted, so the runtime uses one named after the container id and removes it on delete.
 
 Network modes (`NetworkMode`):
@@ -41,7 +43,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pybuild.rootless import in_userns
-from pybuild.worker.types import HostMount, NetworkMode, ProcessSpec
+from pybuild.worker.types import HostMount, NetworkMode, ProcessSpec, Sandbox
 from pybuild.worker.users import ResolvedUser
 
 HOSTNAME = "pybuild"
@@ -156,11 +158,12 @@ def generate_spec(
     netns_path: str = "",
     etc_files: dict[str, str] | None = None,
     mounts: Sequence[HostMount] = (),
+    sandbox: Sandbox | None = None,
 ) -> dict[str, Any]:
     """The config.json document (a dict) for running `process` on `rootfs` (see the module docstring).
 
     `etc_files` maps container paths (/etc/hosts, ...) to host files to bind read-only, as returned by
-    `write_etc_files`.
+    `write_etc_files`. `sandbox` (default: `Sandbox()`) is the security mode and limits (`sandbox.apply`).
     """
     nofile = nofile_limit()
     caps = list(DEFAULT_CAPABILITIES)
@@ -179,7 +182,7 @@ def generate_spec(
     for mount in mounts:
         all_mounts.append({"destination": mount.destination, "type": mount.type, "source": mount.source,
                            "options": list(mount.options)})
-    return {
+    spec: dict[str, Any] = {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
@@ -201,3 +204,7 @@ def generate_spec(
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+    from pybuild.worker import sandbox as sandboxing
+
+    sandboxing.apply(spec, sandbox or Sandbox())
+    return spec

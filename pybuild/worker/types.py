@@ -56,3 +56,22 @@ class StepResult:
     context: bool = False
     name: str = ""
     key: str = ""
+
+
+SecurityMode = Literal["sandbox", "insecure"]
+
+
+@record(kw_only=True)
+class Sandbox:
+    """What a RUN may do (`sandbox.py` puts it into the spec): its security mode and resource limits.
+
+    `security` is the op's (`RUN --security`); the rest is build-wide, from docker's flags. `ulimits` are
+    (RLIMIT_*, soft, hard); `shm_size` the /dev/shm tmpfs size in bytes (docker's 64 MiB); `memory` and
+    `pids` the cgroup limits (0: none, docker's default).
+    """
+
+    security: SecurityMode = "sandbox"
+    ulimits: tuple[tuple[str, int, int], ...] = ()
+    shm_size: int = 64 * 1024 * 1024
+    memory: int = 0
+    pids: int = 0

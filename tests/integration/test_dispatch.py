@@ -127,11 +127,12 @@ def test_failing_run_raises_step_failed_and_leaves_no_mount(store: Store, tmp_pa
     assert not active_dir.is_dir() or not any(active_dir.iterdir())  # the step was released
 
 
-def test_run_security_insecure_is_refused_clearly(store: Store, tmp_path: Path) -> None:
-    # RUN --mount is wired now (tests/integration/test_dispatch_mounts.py); --security=insecure is not.
+def test_run_security_insecure_needs_the_entitlement(store: Store, tmp_path: Path) -> None:
+    # The build checks entitlements before any step (tests/integration/test_sandbox_seccomp.py); the worker
+    # refuses on its own too.
     dockerfile = "FROM busybox:latest\nRUN --security=insecure true\n"
     plan = plan_of(store, dockerfile)
-    with pytest.raises(UserError, match="RUN --security=insecure is not supported"):
+    with pytest.raises(UserError, match="RUN --security=insecure: security.insecure is not allowed"):
         run_plan(Worker(store, None), plan)
     no_mounts_under(str(store.root))
 

@@ -105,7 +105,7 @@ def test_masked_and_readonly_paths() -> None:
     linux = make()["linux"]
     assert "/proc/kcore" in linux["maskedPaths"] and "/sys/firmware" in linux["maskedPaths"]
     assert "/proc/sys" in linux["readonlyPaths"] and "/proc/sysrq-trigger" in linux["readonlyPaths"]
-    assert "seccomp" not in linux  # documented gap: docker's seccomp profile is not applied yet
+    assert linux["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"  # docker's profile (tests below)
 
 
 def test_resolv_conf(tmp_path: Path) -> None:
@@ -132,3 +132,183 @@ def test_write_etc_files(tmp_path: Path) -> None:
     hosts = Path(files["/etc/hosts"]).read_text()
     assert "127.0.0.1\tlocalhost pybuild" in hosts and "::1" in hosts
     assert all(Path(p).parent == tmp_path for p in files.values())
+
+
+# --- seccomp, security mode and limits (sandbox.py, seccomp.py) -----------------------------------------
+
+
+def _names(config: dict[str, Any]) -> set[str]:
+    return {name for rule in config["linux"]["seccomp"]["syscalls"] for name in rule["names"]}
+
+
+def test_default_spec_has_dockers_seccomp_profile_for_its_caps() -> None:
+    config = make()
+    profile = config["linux"]["seccomp"]
+    assert profile["defaultAction"] == "SCMP_ACT_ERRNO"  # EPERM for anything not allowed
+    names = _names(config)
+    assert {"read", "write", "clone", "execve"} <= names
+    # CAP_SYS_ADMIN-only and unlisted calls are filtered out with docker's default capability set
+    assert not {"mount", "umount2", "unshare", "setns", "bpf", "keyctl", "add_key", "request_key"} & names
+    assert "chroot" in names  # CAP_SYS_CHROOT is one of docker's defaults
+    json.dumps(config)
+
+
+def test_seccomp_conditions_follow_caps_arch_and_kernel() -> None:
+    from pybuild.worker import seccomp
+
+    base = seccomp.oci_profile(spec.DEFAULT_CAPABILITIES, arch=("amd64", "SCMP_ARCH_X86_64"), kernel=(6, 1))
+    assert base["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    with_admin = seccomp.oci_profile((*spec.DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN"),
+                                     arch=("amd64", "SCMP_ARCH_X86_64"), kernel=(6, 1))
+    names = {n for rule in base["syscalls"] for n in rule["names"]}
+    admin = {n for rule in with_admin["syscalls"] for n in rule["names"]}
+    assert {"mount", "unshare", "setns"} <= admin - names
+    # clone is allowed only with a flags mask when CAP_SYS_ADMIN is missing, unconditionally with it
+    assert any(r["names"] == ["clone"] and r.get("args") for r in base["syscalls"])
+    assert not any(r["names"] == ["clone"] and r.get("args") for r in with_admin["syscalls"])
+    assert "arch_prctl" in names
+    arm = seccomp.oci_profile(spec.DEFAULT_CAPABILITIES, arch=("arm64", "SCMP_ARCH_AARCH64"), kernel=(6, 1))
+    arm_names = {n for rule in arm["syscalls"] for n in rule["names"]}
+    assert arm["architectures"] == ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+    assert "arch_prctl" not in arm_names and "arm_fadvise64_64" in arm_names
+    old = seccomp.oci_profile(spec.DEFAULT_CAPABILITIES, arch=("amd64", "SCMP_ARCH_X86_64"), kernel=(4, 4))
+    assert "ptrace" in names and "ptrace" not in {n for rule in old["syscalls"] for n in rule["names"]}
+    base["syscalls"].clear()  # a copy: the cached resolution is not changed
+    assert seccomp.oci_profile(spec.DEFAULT_CAPABILITIES, arch=("amd64", "SCMP_ARCH_X86_64"),
+                               kernel=(6, 1))["syscalls"]
+
+
+def test_kernel_version_parsing() -> None:
+    from pybuild.worker.seccomp import kernel_version
+
+    assert kernel_version("6.18.44-fc-v1300") == (6, 18)
+    assert kernel_version("4.8") == (4, 8) and kernel_version("5") == (5, 0)
+
+
+def test_insecure_mode_has_all_caps_no_seccomp_no_masked_paths() -> None:
+    from pybuild.worker.sandbox import all_capabilities
+    from pybuild.worker.types import Sandbox
+
+    proc = ProcessSpec(args=("true",))
+    config = spec.generate_spec(rootfs="/r", process=proc, user=ResolvedUser(0, 0, ()),
+                                sandbox=Sandbox(security="insecure"))
+    assert "seccomp" not in config["linux"]
+    assert config["linux"]["maskedPaths"] == [] and config["linux"]["readonlyPaths"] == []
+    caps = config["process"]["capabilities"]
+    assert caps["bounding"] == all_capabilities() and "CAP_SYS_ADMIN" in caps["bounding"]
+    sysfs = next(m for m in config["mounts"] if m["destination"] == "/sys")
+    assert "ro" not in sysfs["options"]
+    assert config["process"]["noNewPrivileges"] is True
+
+
+def test_all_capabilities_follow_our_bounding_set() -> None:
+    from pybuild.worker.sandbox import all_capabilities
+
+    assert all_capabilities("CapBnd:\t0000000000000003\n") == ["CAP_CHOWN", "CAP_DAC_OVERRIDE"]
+    full = all_capabilities("CapBnd:\t000001ffffffffff\n")
+    assert len(full) == 41 and full[-1] == "CAP_CHECKPOINT_RESTORE"
+    assert "CAP_SYS_RESOURCE" not in all_capabilities("CapBnd:\t000001fffeffffff\n")
+
+
+def test_limits_go_into_the_spec() -> None:
+    from pybuild.worker.sandbox import make_sandbox
+
+    sandbox = make_sandbox(ulimits=("nofile=100:200", "nproc=50", "core=-1"), shm_size="1m", memory="64m",
+                           pids_limit=30)
+    config = spec.generate_spec(rootfs="/r", process=ProcessSpec(args=("true",)), user=ResolvedUser(0, 0, ()),
+                                sandbox=sandbox)
+    rlimits = {r["type"]: (r["soft"], r["hard"]) for r in config["process"]["rlimits"]}
+    assert rlimits == {"RLIMIT_NOFILE": (100, 200), "RLIMIT_NPROC": (50, 50), "RLIMIT_CORE": (2**64 - 1, 2**64 - 1)}
+    shm = next(m for m in config["mounts"] if m["destination"] == "/dev/shm")
+    assert "size=1048576" in shm["options"] and not any(o == "size=65536k" for o in shm["options"])
+    resources = config["linux"]["resources"]
+    assert resources["memory"] == {"limit": 64 * 1024 * 1024, "swap": 64 * 1024 * 1024}
+    assert resources["pids"] == {"limit": 30}
+    assert resources["devices"] == [{"allow": False, "access": "rwm"}]
+    default = make()
+    assert "memory" not in default["linux"]["resources"] and "pids" not in default["linux"]["resources"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("nofile", "expected TYPE=SOFT"), ("bogus=1", "unknown type"), ("nofile=a", "integers"),
+    ("nofile=10:5", "must not exceed"), ("nofile=-5", "0 or more"),
+])
+def test_bad_ulimits_are_one_line_errors(text: str, message: str) -> None:
+    from pybuild.errors import ConfigError
+    from pybuild.worker.sandbox import parse_ulimit
+
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_ulimit(text)
+    assert "--ulimit" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_sizes_and_limit_flags() -> None:
+    from pybuild.errors import ConfigError
+    from pybuild.worker.sandbox import human, make_sandbox, parse_size
+
+    assert parse_size("64m", "--shm-size") == 64 * 1024 * 1024
+    assert parse_size("1.5GiB", "--memory") == 3 * 1024 ** 3 // 2
+    assert parse_size("512k", "x") == 524288 and parse_size("100", "x") == 100 and parse_size("2 GB", "x") == 2 << 30
+    assert human(64 << 20) == "64 MiB" and human(100) == "100 B"
+    for kwargs, message in (({"shm_size": "lots"}, "--shm-size"), ({"memory": "1k"}, "minimum"),
+                            ({"shm_size": "0"}, "more than 0"), ({"pids_limit": -2}, "--pids-limit")):
+        with pytest.raises(ConfigError, match=message):
+            make_sandbox(**kwargs)  # type: ignore[arg-type]
+    assert make_sandbox(pids_limit=-1).pids == 0 and make_sandbox().shm_size == 64 << 20
+
+
+MOUNTINFO_V1 = """\
+25 24 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+30 25 0:27 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+31 25 0:28 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw
+"""
+PROC_CGROUPS = "#subsys_name\thierarchy\tnum_cgroups\tenabled\nmemory\t4\t10\t1\npids\t8\t2\t1\n"
+
+
+def test_missing_controllers_on_v1() -> None:
+    from pybuild.worker.sandbox import missing_controllers
+
+    missing = missing_controllers(("memory", "pids"), mountinfo=MOUNTINFO_V1, proc_cgroups=PROC_CGROUPS,
+                                  rootless=False)
+    assert list(missing) == ["pids"] and "no cgroup v1 hierarchy" in missing["pids"]
+    rootless = missing_controllers(("memory",), mountinfo=MOUNTINFO_V1, proc_cgroups=PROC_CGROUPS, rootless=True)
+    assert "rootless" in rootless["memory"]
+    disabled = missing_controllers(("memory",), mountinfo=MOUNTINFO_V1, rootless=False,
+                                   proc_cgroups=PROC_CGROUPS.replace("memory\t4\t10\t1", "memory\t0\t1\t0"))
+    assert "disabled" in disabled["memory"]
+
+
+def test_missing_controllers_on_v2(tmp_path: Path) -> None:
+    from pybuild.worker.sandbox import missing_controllers
+
+    (tmp_path / "cgroup.controllers").write_text("cpu io memory\n")
+    mountinfo = f"25 24 0:22 / {tmp_path} rw,nosuid - cgroup2 cgroup2 rw\n"
+    missing = missing_controllers(("memory", "pids"), mountinfo=mountinfo, proc_cgroups=PROC_CGROUPS,
+                                  rootless=False, unified_root=str(tmp_path))
+    assert list(missing) == ["pids"] and "cgroup.controllers" in missing["pids"]
+
+
+def test_limit_failures_are_explained() -> None:
+    from pybuild.errors import StepFailed
+    from pybuild.worker.sandbox import explain_failure, make_sandbox
+
+    exc = StepFailed('process "/bin/sh -c x" did not complete successfully: exit code: 137')
+    sandbox = make_sandbox(memory="64m", pids_limit=20)
+    assert explain_failure(exc, sandbox, 137, ()) == "RUN was killed: out of memory (limit 64 MiB)"
+    assert explain_failure(exc, make_sandbox(), 137, ()) is None  # no limit: the exit code says it all
+    pids = explain_failure(exc, sandbox, 2, ("sh: can't fork: Resource temporarily unavailable",))
+    assert pids is not None and "pids limit (20 processes)" in pids
+    assert explain_failure(exc, sandbox, 1, ("boom",)) is None
+
+
+def test_entitlements() -> None:
+    from pybuild.entitlements import parse_allow, require
+    from pybuild.errors import ConfigError, UserError
+
+    assert parse_allow(["network.host,security.insecure", "network.host"]) == {"network.host", "security.insecure"}
+    with pytest.raises(ConfigError, match="unknown entitlement 'bogus'"):
+        parse_allow(["network.host,bogus"])
+    require("network.host", {"network.host"}, "--network host")
+    with pytest.raises(UserError, match="^--network host: network.host is not allowed$") as info:
+        require("network.host", set(), "--network host")
+    assert info.value.hint == "pass --allow network.host to grant it"
