@@ -77,7 +77,7 @@ class Worker:
         self.epoch = epoch  # SOURCE_DATE_EPOCH: clamps file times in the layers steps make
         self.secrets = secrets if secrets is not None else SecretStore()  # what secret mounts read
         self.sandbox = sandbox if sandbox is not None else Sandbox()  # the build's limits for RUN steps
-        self.allow = frozenset(allow)  # entitlements (--allow); the default keeps a plain Worker's host network
+        self.allow = frozenset(allow)  # entitlements (--allow); by default a plain Worker may use `host`
 
     @property
     def output(self) -> OutputSink | None:

@@ -92,7 +92,7 @@ def parse_ulimit(text: str) -> tuple[str, int, int]:
     if min(soft, hard) < 0:
         raise ConfigError(f"--ulimit {text!r}: limits must be 0 or more (-1 for unlimited)")
     if soft > hard:
-        raise ConfigError(f"--ulimit {text!r}: the soft limit must not exceed the hard limit ({soft} > {hard})")
+        raise ConfigError(f"--ulimit {text!r}: the soft limit must not exceed the hard one ({soft} > {hard})")
     return rlimit, soft, hard
 
 

@@ -218,7 +218,8 @@ def test_limits_go_into_the_spec() -> None:
     config = spec.generate_spec(rootfs="/r", process=ProcessSpec(args=("true",)), user=ResolvedUser(0, 0, ()),
                                 sandbox=sandbox)
     rlimits = {r["type"]: (r["soft"], r["hard"]) for r in config["process"]["rlimits"]}
-    assert rlimits == {"RLIMIT_NOFILE": (100, 200), "RLIMIT_NPROC": (50, 50), "RLIMIT_CORE": (2**64 - 1, 2**64 - 1)}
+    unlimited = (2**64 - 1, 2**64 - 1)
+    assert rlimits == {"RLIMIT_NOFILE": (100, 200), "RLIMIT_NPROC": (50, 50), "RLIMIT_CORE": unlimited}
     shm = next(m for m in config["mounts"] if m["destination"] == "/dev/shm")
     assert "size=1048576" in shm["options"] and not any(o == "size=65536k" for o in shm["options"])
     resources = config["linux"]["resources"]
@@ -248,7 +249,8 @@ def test_sizes_and_limit_flags() -> None:
 
     assert parse_size("64m", "--shm-size") == 64 * 1024 * 1024
     assert parse_size("1.5GiB", "--memory") == 3 * 1024 ** 3 // 2
-    assert parse_size("512k", "x") == 524288 and parse_size("100", "x") == 100 and parse_size("2 GB", "x") == 2 << 30
+    assert parse_size("512k", "x") == 524288 and parse_size("100", "x") == 100
+    assert parse_size("2 GB", "x") == 2 << 30
     assert human(64 << 20) == "64 MiB" and human(100) == "100 B"
     for kwargs, message in (({"shm_size": "lots"}, "--shm-size"), ({"memory": "1k"}, "minimum"),
                             ({"shm_size": "0"}, "more than 0"), ({"pids_limit": -2}, "--pids-limit")):
@@ -271,7 +273,8 @@ def test_missing_controllers_on_v1() -> None:
     missing = missing_controllers(("memory", "pids"), mountinfo=MOUNTINFO_V1, proc_cgroups=PROC_CGROUPS,
                                   rootless=False)
     assert list(missing) == ["pids"] and "no cgroup v1 hierarchy" in missing["pids"]
-    rootless = missing_controllers(("memory",), mountinfo=MOUNTINFO_V1, proc_cgroups=PROC_CGROUPS, rootless=True)
+    rootless = missing_controllers(("memory",), mountinfo=MOUNTINFO_V1, proc_cgroups=PROC_CGROUPS,
+                                   rootless=True)
     assert "rootless" in rootless["memory"]
     disabled = missing_controllers(("memory",), mountinfo=MOUNTINFO_V1, rootless=False,
                                    proc_cgroups=PROC_CGROUPS.replace("memory\t4\t10\t1", "memory\t0\t1\t0"))
@@ -305,7 +308,8 @@ def test_entitlements() -> None:
     from pybuild.entitlements import parse_allow, require
     from pybuild.errors import ConfigError, UserError
 
-    assert parse_allow(["network.host,security.insecure", "network.host"]) == {"network.host", "security.insecure"}
+    both = {"network.host", "security.insecure"}
+    assert parse_allow(["network.host,security.insecure", "network.host"]) == both
     with pytest.raises(ConfigError, match="unknown entitlement 'bogus'"):
         parse_allow(["network.host,bogus"])
     require("network.host", {"network.host"}, "--network host")
