@@ -53,34 +53,35 @@ def host_still_works() -> None:
     assert child.returncode == 0 and child.stdout.strip() == str(100 << 20)
 
 
-def test_fork_loop_past_the_pids_limit_fails_clearly(root: str, tmp_path: Path, runtime: str) -> None:
-    need(not missing_controllers(("pids",)), "the pids cgroup controller is not available")
-    ctx = make_context(tmp_path, "FROM busybox:latest\n"
-                                 "RUN cat /proc/self/cgroup; i=0; while [ $i -lt 200 ]; do sleep 60 & "
-                                 "i=$((i+1)); done; echo all started\n")
-    proc = cli(root, "build", "--progress=plain", "--pids-limit", "20", "--runtime", runtime, str(ctx))
+def fails_under(root: str, tmp_path: Path, runtime: str, controller: str, run: str,
+                flags: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Build `FROM busybox` + `RUN cat /proc/self/cgroup; <run>` under `flags`, which must fail it; then
+    this process still works and the RUN's `controller` cgroup is gone. Returns the error lines and the
+    lines the RUN printed."""
+    need(not missing_controllers((controller,)), f"the {controller} cgroup controller is not available")
+    ctx = make_context(tmp_path, f"FROM busybox:latest\nRUN cat /proc/self/cgroup; {run}\n")
+    proc = cli(root, "build", "--progress=plain", *flags, "--runtime", runtime, str(ctx))
     assert proc.returncode == 1, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "RUN failed: it reached the pids limit (20 processes)" in errors[0]
-    assert "all started" not in run_output(proc.stderr) and "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr
     host_still_works()
-    dirs = cgroup_dirs(proc.stderr, "pids")
+    dirs = cgroup_dirs(proc.stderr, controller)
     assert dirs and not any(os.path.exists(d) for d in dirs), dirs  # the RUN's cgroup is removed
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")], run_output(proc.stderr)
+
+
+def test_fork_loop_past_the_pids_limit_fails_clearly(root: str, tmp_path: Path, runtime: str) -> None:
+    fork_loop = "i=0; while [ $i -lt 200 ]; do sleep 60 & i=$((i+1)); done; echo all started"
+    errors, output = fails_under(root, tmp_path, runtime, "pids", fork_loop, ("--pids-limit", "20"))
+    assert len(errors) == 1 and "RUN failed: it reached the pids limit (20 processes)" in errors[0]
+    assert "all started" not in output
 
 
 def test_allocation_past_the_memory_limit_fails_clearly(root: str, tmp_path: Path, runtime: str) -> None:
-    need(not missing_controllers(("memory",)), "the memory cgroup controller is not available")
-    ctx = make_context(tmp_path, "FROM busybox:latest\n"
-                                 "RUN cat /proc/self/cgroup; x=$(head -c 200000000 /dev/zero | tr '\\0' a); "
-                                 "echo survived ${#x}\n")
-    proc = cli(root, "build", "--progress=plain", "--memory", "64m", "--runtime", runtime, str(ctx))
-    assert proc.returncode == 1, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    errors, output = fails_under(root, tmp_path, runtime, "memory",
+                                 "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}",
+                                 ("--memory", "64m"))
     assert errors == ["error: Dockerfile:2:1: RUN was killed: out of memory (limit 64 MiB)"]
-    assert not [line for line in run_output(proc.stderr) if "survived" in line]
-    host_still_works()
-    dirs = cgroup_dirs(proc.stderr, "memory")
-    assert dirs and not any(os.path.exists(d) for d in dirs), dirs
+    assert not [line for line in output if "survived" in line]
     # the same step under a limit it fits in runs (the limit is what killed it)
     small = make_context(tmp_path, "FROM busybox:latest\nRUN x=$(head -c 1000000 /dev/zero | tr '\\0' a); "
                                    "echo survived ${#x}\n")
