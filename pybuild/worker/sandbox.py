@@ -13,9 +13,10 @@ In the spec (`apply`):
   no masked or read-only paths, and /sys writable.
 - `ulimits` replace the rlimits of the same type (RLIMIT_NOFILE's default stays otherwise);
   `shm_size` sizes the /dev/shm tmpfs (docker's default 64 MiB); `memory` sets
-  `linux.resources.memory.limit` (and `swap` to the same total, so the limit cannot be dodged by swapping,
-  where the host accounts swap); `pids` sets `linux.resources.pids.limit`. runc and crun write them into
-  the cgroup they make for the container, v1 or v2, and remove it when the container is deleted.
+  `linux.resources.memory.limit` (and `swap` to the same total, so the limit cannot be dodged by
+  swapping, where the host accounts swap: `swap_accounted`); `pids` sets `linux.resources.pids.limit`.
+  runc and crun write them into the cgroup they make for the container, v1 or v2, and remove it when
+  the container is deleted.
 
 Defaults are docker's: no memory and no pids limit. A build farm sets them; a default pids or memory
 limit would break builds that are legitimately big (a `make -j` of a large tree, a linker needing GiBs),
@@ -30,6 +31,7 @@ finishes under a limit makes the same files without it), so adding a limit to a 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Any
@@ -219,6 +221,16 @@ def check_host(sandbox: Sandbox) -> None:
 # --- the spec -------------------------------------------------------------------------------------------
 
 
+@functools.cache
+def swap_accounted(v1_memory: str = "/sys/fs/cgroup/memory") -> bool:
+    """Whether a memory limit can cover swap too: on cgroup v1 only where the kernel accounts swap
+    (memory.memsw.*; docker warns and leaves swap out otherwise, and runc fails writing a missing file);
+    on v2 the runtimes set memory.swap.max and skip it quietly where swap is not accounted."""
+    if os.path.isdir(v1_memory):
+        return os.path.exists(os.path.join(v1_memory, "memory.memsw.limit_in_bytes"))
+    return True
+
+
 def all_capabilities(status: str | None = None) -> list[str]:
     """Every capability this process's bounding set holds (`CapBnd` of /proc/self/status), as CAP_* names:
     what the runtime can grant (as containerd's privileged mode takes the current capabilities). A
@@ -258,7 +270,9 @@ def apply(spec: dict[str, Any], sandbox: Sandbox) -> None:
                 mount["options"].append(f"size={sandbox.shm_size}")
     resources = linux.setdefault("resources", {})
     if sandbox.memory:
-        resources["memory"] = {"limit": sandbox.memory, "swap": sandbox.memory}
+        resources["memory"] = {"limit": sandbox.memory}
+        if swap_accounted():
+            resources["memory"]["swap"] = sandbox.memory
     if sandbox.pids:
         resources["pids"] = {"limit": sandbox.pids}
 

@@ -223,7 +223,10 @@ def test_limits_go_into_the_spec() -> None:
     shm = next(m for m in config["mounts"] if m["destination"] == "/dev/shm")
     assert "size=1048576" in shm["options"] and not any(o == "size=65536k" for o in shm["options"])
     resources = config["linux"]["resources"]
-    assert resources["memory"] == {"limit": 64 * 1024 * 1024, "swap": 64 * 1024 * 1024}
+    from pybuild.worker.sandbox import swap_accounted
+
+    swap = {"swap": 64 * 1024 * 1024} if swap_accounted() else {}
+    assert resources["memory"] == {"limit": 64 * 1024 * 1024, **swap}
     assert resources["pids"] == {"limit": 30}
     assert resources["devices"] == [{"allow": False, "access": "rwm"}]
     default = make()
@@ -316,3 +319,14 @@ def test_entitlements() -> None:
     with pytest.raises(UserError, match="^--network host: network.host is not allowed$") as info:
         require("network.host", set(), "--network host")
     assert info.value.hint == "pass --allow network.host to grant it"
+
+
+def test_swap_is_limited_only_where_it_is_accounted(tmp_path: Path) -> None:
+    from pybuild.worker.sandbox import swap_accounted
+
+    v1 = tmp_path / "memory"
+    v1.mkdir()
+    assert not swap_accounted(str(v1))  # a v1 memory hierarchy without memory.memsw.*
+    (v1 / "memory.memsw.limit_in_bytes").write_text("9223372036854771712\n")
+    swap_accounted.cache_clear()  # it is read once per process
+    assert swap_accounted(str(v1)) and swap_accounted(str(tmp_path / "v2-only"))
