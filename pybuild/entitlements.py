@@ -5,7 +5,8 @@ before any step runs (`check_plan`), so a build that needs an entitlement it was
 line and nothing ran; `worker/dispatch.py` checks again before it starts a RUN (`require`).
 
 As BuildKit (and buildx's `--allow`):
-- `network.host`: `--network host` (the build flag) and `RUN --network=host`;
+- `network.host`: `--network host` (the build flag, for the RUN steps that set no network of their own)
+  and `RUN --network=host`;
 - `security.insecure`: `RUN --security=insecure` (every capability, no seccomp, no masked paths).
 The flag is repeatable and takes comma-separated lists. BuildKit's message is "network.host is not
 allowed"; ours names the flag that asked for it and hints at `--allow`. The entitlements are not in any
@@ -47,15 +48,17 @@ def require(name: str, allow: Collection[str], what: str, op: Op | None = None) 
 
 
 def check_plan(ops: Mapping[str, Op], needed: Iterable[str], allow: Collection[str], network: str) -> None:
-    """Every entitlement the build needs is granted: the `--network` flag's, then each RUN's of `needed`
-    (the digests of the ops the target needs, in order), by its Dockerfile line."""
-    if network == "host":
-        require("network.host", allow, "--network host")
+    """Every entitlement the build's RUN steps need is granted: those of `needed` (the digests of the ops
+    the target needs, in order). A RUN's own `--network=host` or `--security=insecure` is named by its
+    Dockerfile line; a RUN that gets the host's network from the build's `--network host` names that flag.
+    As BuildKit, a build that runs no RUN needs no entitlement."""
     for digest in needed:
         op = ops[digest]
         if not isinstance(op, ExecOp):
             continue
         if op.network == "host":
             require("network.host", allow, "RUN --network=host", op)
+        elif op.network == "default" and network == "host":
+            require("network.host", allow, "--network host")
         if op.security == "insecure":
             require("security.insecure", allow, "RUN --security=insecure", op)

@@ -330,3 +330,26 @@ def test_swap_is_limited_only_where_it_is_accounted(tmp_path: Path) -> None:
     (v1 / "memory.memsw.limit_in_bytes").write_text("9223372036854771712\n")
     swap_accounted.cache_clear()  # it is read once per process
     assert swap_accounted(str(v1)) and swap_accounted(str(tmp_path / "v2-only"))
+
+
+def test_check_plan_names_the_line_or_the_flag() -> None:
+    from pybuild.entitlements import check_plan
+    from pybuild.errors import UserError
+    from pybuild.plan.ops import ExecOp
+    from pybuild.source import Span
+
+    def run(**kwargs: Any) -> ExecOp:
+        return ExecOp(input="x", args=("true",), env=(), spans=(Span("Dockerfile", 3, 1),), **kwargs)
+
+    ops = {"a": run(), "b": run(network="none"), "c": run(network="host"), "d": run(security="insecure")}
+    check_plan(ops, ["a", "b"], set(), "default")
+    check_plan(ops, ["b"], set(), "host")  # no RUN takes the flag's network: nothing to grant
+    with pytest.raises(UserError, match="^--network host: network.host is not allowed$") as info:
+        check_plan(ops, ["b", "a"], set(), "host")
+    assert info.value.span is None  # the flag is at fault, not a line
+    with pytest.raises(UserError, match="RUN --network=host: network.host") as info:
+        check_plan(ops, ["c"], {"security.insecure"}, "default")
+    assert info.value.span is not None and info.value.span.line == 3
+    with pytest.raises(UserError, match="RUN --security=insecure: security.insecure"):
+        check_plan(ops, ["a", "d"], {"network.host"}, "host")
+    check_plan(ops, list(ops), {"network.host", "security.insecure"}, "host")
