@@ -208,7 +208,10 @@ def _read(path: str) -> str:
 
 
 def check_host(sandbox: Sandbox) -> None:
-    """A one-line ConfigError when the host cannot enforce a limit `sandbox` asks for (never ignored)."""
+    """A one-line ConfigError when the host cannot enforce a limit `sandbox` asks for (never ignored), or
+    cannot grant a ulimit (`check_ulimit`)."""
+    for item in sandbox.ulimits:
+        check_ulimit(item)
     wanted = tuple(name for name, value in (("memory", sandbox.memory), ("pids", sandbox.pids)) if value)
     if not wanted:
         return
@@ -216,6 +219,35 @@ def check_host(sandbox: Sandbox) -> None:
     for name, flag in (("memory", "--memory"), ("pids", "--pids-limit")):
         if name in missing:
             raise ConfigError(f"{flag}: this host cannot enforce it: {missing[name]}")
+
+
+def check_ulimit(item: tuple[str, int, int], status: str | None = None) -> None:
+    """A hard limit above this process's own needs CAP_SYS_RESOURCE (the runtime inherits our
+    capabilities), and RLIMIT_NOFILE can never go above /proc/sys/fs/nr_open: say so before anything runs
+    rather than let the runtime fail the first RUN with "error setting rlimit"."""
+    import resource
+
+    name, _, hard = item
+    flag = f"--ulimit {name[len('RLIMIT_'):].lower()}"
+    if name == "RLIMIT_NOFILE":
+        nr_open = _read("/proc/sys/fs/nr_open").strip()
+        if nr_open.isdigit() and hard > int(nr_open):
+            raise ConfigError(f"{flag}: the hard limit {hard} is above the kernel's fs.nr_open ({nr_open})")
+    which = getattr(resource, name, None)
+    if which is None:
+        return
+    own = resource.getrlimit(which)[1]
+    if own == resource.RLIM_INFINITY or hard <= own:
+        return
+    text = status if status is not None else _read("/proc/self/status")
+    effective = 0
+    for line in text.splitlines():
+        if line.startswith("CapEff:"):
+            effective = int(line.split()[1], 16)
+    if not effective >> _CAPS.index("SYS_RESOURCE") & 1:
+        shown = "unlimited" if hard == UNLIMITED else str(hard)
+        raise ConfigError(f"{flag}: the hard limit {shown} is above pybuild's own ({own}), and raising it "
+                          "needs CAP_SYS_RESOURCE, which this process lacks")
 
 
 # --- the spec -------------------------------------------------------------------------------------------

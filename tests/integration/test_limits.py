@@ -113,6 +113,8 @@ def test_ulimit_and_shm_size_are_seen_in_the_run(root: str, tmp_path: Path, runt
     (("--shm-size", "big"), "error: --shm-size 'big': expected a size such as 64m, 512k or 1g"),
     (("--pids-limit", "-5"), "error: --pids-limit -5: expected a positive number (0 or -1: unlimited)"),
     (("--allow", "root.everything"), "error: --allow root.everything: unknown entitlement 'root.everything'"),
+    (("--ulimit", "nofile=2000000000"), "error: --ulimit nofile: the hard limit 2000000000 is above the "
+                                        f"kernel's fs.nr_open ({Path('/proc/sys/fs/nr_open').read_text().strip()})"),
 ])
 def test_bad_limit_flags_are_one_line_errors(root: str, tmp_path: Path, flags: tuple[str, ...],
                                              message: str) -> None:

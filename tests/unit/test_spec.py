@@ -353,3 +353,22 @@ def test_check_plan_names_the_line_or_the_flag() -> None:
     with pytest.raises(UserError, match="RUN --security=insecure: security.insecure"):
         check_plan(ops, ["a", "d"], {"network.host"}, "host")
     check_plan(ops, list(ops), {"network.host", "security.insecure"}, "host")
+
+
+def test_ulimits_above_our_own_need_cap_sys_resource() -> None:
+    from pybuild.errors import ConfigError
+    from pybuild.worker.sandbox import check_ulimit
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("this process has no RLIMIT_NOFILE hard limit")
+    check_ulimit(("RLIMIT_NOFILE", 10, hard), status="CapEff:\t0000000000000000\n")  # at our own: fine
+    above = ("RLIMIT_NOFILE", 10, hard + 1)
+    with pytest.raises(ConfigError, match=f"above pybuild's own \\({hard}\\).*CAP_SYS_RESOURCE"):
+        check_ulimit(above, status="CapEff:\t0000000000000000\n")
+    with open("/proc/sys/fs/nr_open", encoding="ascii") as handle:
+        nr_open = int(handle.read())
+    if hard + 1 <= nr_open:
+        check_ulimit(above, status=f"CapEff:\t{1 << 24:016x}\n")  # CAP_SYS_RESOURCE may raise it
+    with pytest.raises(ConfigError, match="fs.nr_open"):
+        check_ulimit(("RLIMIT_NOFILE", 10, nr_open + 1), status=f"CapEff:\t{1 << 24:016x}\n")
