@@ -106,6 +106,9 @@ def test_ulimit_and_shm_size_are_seen_in_the_run(root: str, tmp_path: Path, runt
     assert shm and shm[0][3] == "65536"  # docker's 64 MiB
 
 
+NR_OPEN = Path("/proc/sys/fs/nr_open").read_text().strip()
+
+
 @pytest.mark.parametrize(("flags", "message"), [
     (("--ulimit", "nofile"), "error: --ulimit 'nofile': expected TYPE=SOFT[:HARD], e.g. nofile=1024:2048"),
     (("--ulimit", "fds=1"), "error: --ulimit 'fds=1': unknown type 'fds'"),
@@ -113,8 +116,8 @@ def test_ulimit_and_shm_size_are_seen_in_the_run(root: str, tmp_path: Path, runt
     (("--shm-size", "big"), "error: --shm-size 'big': expected a size such as 64m, 512k or 1g"),
     (("--pids-limit", "-5"), "error: --pids-limit -5: expected a positive number (0 or -1: unlimited)"),
     (("--allow", "root.everything"), "error: --allow root.everything: unknown entitlement 'root.everything'"),
-    (("--ulimit", "nofile=2000000000"), "error: --ulimit nofile: the hard limit 2000000000 is above the "
-                                        f"kernel's fs.nr_open ({Path('/proc/sys/fs/nr_open').read_text().strip()})"),
+    (("--ulimit", "nofile=2000000000"),
+     f"error: --ulimit nofile: the hard limit 2000000000 is above the kernel's fs.nr_open ({NR_OPEN})"),
 ])
 def test_bad_limit_flags_are_one_line_errors(root: str, tmp_path: Path, flags: tuple[str, ...],
                                              message: str) -> None:
