@@ -18,7 +18,8 @@ kernel version). `oci_profile` resolves them as docker does when it makes a cont
 
 So with docker's default capabilities, `mount`, `unshare`, `setns`, `bpf` and the other calls the profile
 ties to CAP_SYS_ADMIN (and friends) fall to the default action, EPERM; calls the profile never lists
-(`keyctl`, `add_key`, ...) too. The JSON is read and each (capabilities, arch, kernel) resolution made
+(`keyctl`, `add_key`, ...) too. One change to docker's rules: without CAP_SYS_PTRACE, ptrace's
+PTRACE_ATTACH and PTRACE_SEIZE are refused (`_without_ptrace_attach`). The JSON is read and each (capabilities, arch, kernel) resolution made
 once per process (`functools.cache`); callers get a fresh copy of the dict to put in the spec.
 """
 
@@ -108,8 +109,48 @@ def _resolve(caps: frozenset[str], arch: tuple[str, str], kernel: tuple[int, int
     for rule in profile["syscalls"]:
         if _applies(rule, caps, goarch, kernel):
             syscalls.append(_oci_rule(rule))
+    if "CAP_SYS_PTRACE" not in caps:
+        syscalls = _without_ptrace_attach(syscalls)
     out["syscalls"] = syscalls
     return out
+
+
+# pybuild's one change to docker's profile: without CAP_SYS_PTRACE a RUN cannot attach to a process that is
+# already running (PTRACE_ATTACH, PTRACE_SEIZE: EPERM). Docker allows ptrace(2) whole on kernels >= 4.8;
+# tracing a child the tracer starts (PTRACE_TRACEME, then options that follow its forks) keeps working, so
+# `strace CMD` and `gdb CMD` in a RUN still do. libseccomp lets an unconditional allow win over a
+# conditional errno for the same call, so the allow is replaced by allows of every other request value:
+# below 16, above 0x4206, and the values between as aligned blocks (`(request & mask) == start`).
+_PTRACE_ATTACH, _PTRACE_SEIZE = 16, 0x4206
+_ALL = (1 << 64) - 1
+
+
+def _without_ptrace_attach(syscalls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = [r for r in syscalls if not (r["names"] == ["ptrace"] and r["action"] == "SCMP_ACT_ALLOW"
+                                       and not r.get("args"))]
+    if len(out) == len(syscalls):
+        return syscalls  # the profile did not allow ptrace here (older kernel): nothing to narrow
+    allow = [("SCMP_CMP_LT", _PTRACE_ATTACH, 0), ("SCMP_CMP_GT", _PTRACE_SEIZE, 0)]
+    allow += [("SCMP_CMP_MASKED_EQ", _ALL ^ (size - 1), start)
+              for start, size in _aligned_blocks(_PTRACE_ATTACH + 1, _PTRACE_SEIZE)]
+    for op, value, value_two in allow:
+        arg: dict[str, Any] = {"index": 0, "value": value, "op": op}
+        if op == "SCMP_CMP_MASKED_EQ":
+            arg["valueTwo"] = value_two
+        out.append({"names": ["ptrace"], "action": "SCMP_ACT_ALLOW", "args": [arg]})
+    return out
+
+
+def _aligned_blocks(start: int, stop: int) -> list[tuple[int, int]]:
+    """[start, stop) as the fewest blocks (begin, size) with size a power of two dividing begin."""
+    blocks = []
+    while start < stop:
+        size = start & -start if start else 1 << 63
+        while start + size > stop:
+            size //= 2
+        blocks.append((start, size))
+        start += size
+    return blocks
 
 
 def _applies(rule: dict[str, Any], caps: frozenset[str], goarch: str, kernel: tuple[int, int]) -> bool:

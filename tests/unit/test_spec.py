@@ -372,3 +372,30 @@ def test_ulimits_above_our_own_need_cap_sys_resource() -> None:
         check_ulimit(above, status=f"CapEff:\t{1 << 24:016x}\n")  # CAP_SYS_RESOURCE may raise it
     with pytest.raises(ConfigError, match="fs.nr_open"):
         check_ulimit(("RLIMIT_NOFILE", 10, nr_open + 1), status=f"CapEff:\t{1 << 24:016x}\n")
+
+
+def _ptrace_allowed(rules: list[dict[str, Any]], request: int) -> bool:
+    """Whether the ptrace rules of a resolved profile let `request` through (its default action is EPERM)."""
+    for rule in rules:
+        if rule["names"] != ["ptrace"] or rule["action"] != "SCMP_ACT_ALLOW":
+            continue
+        if not rule.get("args"):
+            return True
+        (arg,) = rule["args"]
+        op, value = arg["op"], arg["value"]
+        if (op == "SCMP_CMP_LT" and request < value) or (op == "SCMP_CMP_GT" and request > value) or (
+                op == "SCMP_CMP_MASKED_EQ" and request & value == arg.get("valueTwo", 0)):
+            return True
+    return False
+
+
+def test_ptrace_attach_and_seize_are_the_only_requests_refused() -> None:
+    from pybuild.worker.seccomp import oci_profile
+
+    rules = oci_profile(spec.DEFAULT_CAPABILITIES, kernel=(6, 1))["syscalls"]
+    refused = [r for r in [*range(0x4400), 1 << 32, (1 << 64) - 1] if not _ptrace_allowed(rules, r)]
+    assert refused == [16, 0x4206]  # PTRACE_ATTACH, PTRACE_SEIZE
+    with_cap = oci_profile((*spec.DEFAULT_CAPABILITIES, "CAP_SYS_PTRACE"), kernel=(6, 1))["syscalls"]
+    assert _ptrace_allowed(with_cap, 16) and _ptrace_allowed(with_cap, 0x4206)
+    old_kernel = oci_profile(spec.DEFAULT_CAPABILITIES, kernel=(4, 4))["syscalls"]
+    assert not any(_ptrace_allowed(old_kernel, r) for r in (0, 16, 0x4206))  # docker: no ptrace before 4.8
