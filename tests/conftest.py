@@ -1,29 +1,25 @@
 """Shared test fixtures.
 
-The conformance data lives in `../shared/conformance` beside the repository. Tests that need it use
-`conformance_path()`: it fails the test when the data is absent in CI (CI=true) and skips it with a reason
-elsewhere.
+The conformance data (BuildKit's, moby/patternmatcher's and fsutil's test tables, with their licences) lives
+in `tests/conformance/data/`; its README says where each file comes from. Tests that need a file use
+`conformance_path()`, which fails the test when the file is missing.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CONFORMANCE = Path(os.environ.get("PYBUILD_CONFORMANCE", REPO.parent / "shared" / "conformance"))
+CONFORMANCE = REPO / "tests" / "conformance" / "data"
 
 
 def conformance_path(*parts: str) -> Path:
-    """Path of a file under the shared conformance data; fails in CI and skips elsewhere when missing."""
+    """Path of a file under the conformance data; fails the test when it is missing."""
     path = CONFORMANCE.joinpath(*parts)
     if not path.exists():
-        message = f"conformance data missing: {path}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.fail(f"conformance data missing: {path}")
     return path
 
 

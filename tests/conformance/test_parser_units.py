@@ -49,7 +49,7 @@ def _section(key: str, sub: str | None = None) -> list[Any]:
 
 def _need(case: Any) -> Any:
     if case is None:
-        _load()  # fails in CI, skips elsewhere
+        _load()  # fails: the data is missing
     return case
 
 

@@ -27,7 +27,7 @@ from tests.conftest import CONFORMANCE, conformance_path
 
 CASES = CONFORMANCE / "patternmatcher" / "patternmatcher_cases.json"
 
-# Known extraction error in the shared data: upstream patternmatcher_test.go has `{"[]a]", "]", false,
+# Known extraction error in the extracted data: upstream patternmatcher_test.go has `{"[]a]", "]", false,
 # ErrBadPattern}` (Go's filepath.Match table) where the JSON says "LIST]". "LIST]" is a valid pattern under
 # upstream rules (a `]` outside a class is a literal), so we run the upstream pattern.
 ERRATA = {"LIST]": "[]a]"}

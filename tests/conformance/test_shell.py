@@ -1,7 +1,7 @@
 """BuildKit's shell-expansion tables (README section 2) run through `pybuild.dockerfile.shell.Lexer`.
 
 Cases are parametrized by name when the data is present at collection time; when it is absent a single
-placeholder case calls `conformance_path`, which fails in CI and skips elsewhere.
+placeholder case calls `conformance_path`, which fails the test.
 """
 
 from __future__ import annotations

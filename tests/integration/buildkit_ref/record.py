@@ -2,8 +2,8 @@
 
 Recorded with docker 20.10.24+dfsg1 (Debian 12's docker.io, API 1.41; BuildKit 0.8 embedded in dockerd,
 its built-in Dockerfile frontend, i.e. dockerfile syntax 1.2), containerd 1.6.20, runc 1.1.5, overlay2,
-amd64. `/work/shared/tools/peers-setup.sh` installs and starts it. Call `/usr/bin/docker`: a newer CLI
-without buildx may shadow it on PATH.
+amd64. The lab's peers set-up script (docker 20.10 with BuildKit) installs and starts it. Call
+`/usr/bin/docker`: a newer CLI without buildx may shadow it on PATH.
 
 Run it as root from the repository root, with dockerd up:
 
