@@ -20,7 +20,7 @@ from pybuild.names import stage_labels, stage_ops, step_names
 from pybuild.plan.convert import convert
 from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, Plan
 from pybuild.planmemo import PlanMemo, load_memo, memo_key, save_memo
-from pybuild.steps import key_input
+from pybuild.steps import StepRunner, key_input
 
 PLATFORM = Platform("linux", "amd64")
 
@@ -121,3 +121,61 @@ def test_bare_form_means_build(tmp_path: Path) -> None:
                                              "--target", "t", "-o", "type=tar,dest=-", "--progress=plain", "."])
     assert args.tags == ["a", "b"] and args.build_args == ["X=1"] and args.no_cache and args.target == "t"
     assert args.outputs == ["type=tar,dest=-"] and args.progress == "plain" and args.context == "."
+
+
+PINNED_TEXT = """\
+FROM busybox AS base
+RUN --mount=type=cache,target=/c --mount=type=bind,source=src,target=/s echo hi
+FROM scratch
+WORKDIR /app
+COPY src/ ./
+ADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 https://example.com/f /f
+COPY --from=base /etc /etc
+"""
+
+# The cache key of one op of each kind, as `pybuild build` computes it today. Existing caches must keep
+# hitting: a change here is a cache-format change, not a refactor.
+PINNED_KEYS = {
+    "context:2:default": "sha256:b5967ea69bcaa405b2b0d8d485abcb2a30d4bdf6b38d30744fcd5a234c8a64b9",
+    "context:2:none": "sha256:b5967ea69bcaa405b2b0d8d485abcb2a30d4bdf6b38d30744fcd5a234c8a64b9",
+    "context:5:default": "sha256:f5397a13d195c7e36d0b146d67ddc56deef897243d37af3a75d76e42ee15a24b",
+    "context:5:none": "sha256:f5397a13d195c7e36d0b146d67ddc56deef897243d37af3a75d76e42ee15a24b",
+    "exec:2:default": "sha256:0867183ef67aa0c8c0bf36793181af94bef8edc758f64d5465f5c5776857ecfd",
+    "exec:2:none": "sha256:cda95999fa97e32819bf1feaafd98e949f77dcaba5d628e5cae69624e6edb18b",
+    "file:add:6:default": "sha256:65f5286178102772776a3fd158143b6b81b81f27d93636a10a086c73f8d39105",
+    "file:add:6:none": "sha256:1d457803344a4d25b0f06002579d8a95b6987564d87f4c12700c8f75620ce09b",
+    "file:copy:5:default": "sha256:918c4f0a19a38db7452da265f2c4c1e09a6137225ef4b49cfddad89126e5f6bc",
+    "file:copy:5:none": "sha256:a1c04b0fd56decc531a4ccfb7db53a936523e3555fbeb3e6b2421858798696c4",
+    "file:copy:7:default": "sha256:1f49a3a0e32d124df0eead0dee2bdb4b71b8718f3c0eba4a3f0d2dc2743306b9",
+    "file:copy:7:none": "sha256:5d6b8211d513fe9f3087a94b3c03270a6eb2aeaedc619fa2aeb283fab2846bf3",
+    "file:mkdir-workdir:4:default": "sha256:47d4c05433e20b798b2eff57f312e81b21f3849f869bfd3b0d50dd039640be43",
+    "file:mkdir-workdir:4:none": "sha256:8c23c2db7f378f5421e2cea8ad6f4d1d502310d5b19a258a95f709e456c72bb3",
+    "image:1:default": "sha256:97a47aaf739391ac0dce1108f43944d5787b569dc555f4c22e91308ec6732175",
+    "image:1:none": "sha256:97a47aaf739391ac0dce1108f43944d5787b569dc555f4c22e91308ec6732175",
+    "scratch:3:default": "sha256:27703c018df2f8caa7c55f030f0d21021c6a39b22c397652ef8275ce4def1d97",
+    "scratch:3:none": "sha256:27703c018df2f8caa7c55f030f0d21021c6a39b22c397652ef8275ce4def1d97",
+}
+
+
+def test_cache_keys_are_pinned(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from pybuild.context.context import open_context
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/x.txt").write_bytes(b"pinned\n")
+    os.chmod(tmp_path / "src/x.txt", 0o644)
+    os.chmod(tmp_path / "src", 0o755)
+    plan, _, _ = planned(PINNED_TEXT)
+    image: Any = SimpleNamespace(manifest_digest="sha256:" + "a" * 64, diff_ids=())
+    never: Any = None  # nothing runs and nothing is looked up: no store, no worker, no cache index
+    keys: dict[str, str] = {}
+    for network, epoch in (("default", None), ("none", 0)):
+        runner = StepRunner(never, lambda: never, never, open_context(str(tmp_path), require_dockerfile=False), epoch=epoch, network=network,
+                            resolve_image=lambda op: image)
+        for digest, key in runner.plan_keys(plan.ops, plan.target).items():
+            op = plan.ops[digest]
+            what = op.kind + (f":{op.action}" if isinstance(op, FileOp) else "")
+            keys[f"{what}:{op.spans[0].line}:{network}"] = key
+    assert keys == PINNED_KEYS
