@@ -41,7 +41,6 @@ from contextlib import ExitStack, contextmanager
 
 from pybuild.context.context import BuildContext, list_sources
 from pybuild.context.sources import EntryView, TreeView
-from pybuild.dockerfile.mounts import Mount
 from pybuild.errors import InternalError, UserError, at
 from pybuild.image.spec import layer_media_type
 from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, ImageSourceOp, MountSpec, Op, ScratchOp
@@ -244,8 +243,10 @@ class Worker:
                 shutil.copy2(src, dst, follow_symlinks=False)
         return root
 
-    def _run_mount(self, spec: MountSpec, inputs: Mapping[str, StepResult], sources: dict[str, str]) -> Mount:
-        """The parsed-mount form `prepare_mounts` takes of one planned mount; notes `from=` sources."""
+    def _run_mount(self, spec: MountSpec, inputs: Mapping[str, StepResult],
+                   sources: dict[str, str]) -> MountSpec:
+        """`spec` as `prepare_mounts` takes it: `from_ref` is the label `stage_rootfs` gets ('' = the
+        context); notes `from=` sources."""
         label = ""
         if spec.input:
             source = _input(inputs, spec.input)
@@ -258,11 +259,7 @@ class Worker:
                 if sources.setdefault(label, spec.input) != spec.input:
                     label = spec.input  # two sources with one name: tell them apart by digest
                     sources[label] = spec.input
-        text = ",".join(f"{k}={v}" for k, v in (("type", spec.type), ("from", label), ("source", spec.source),
-                                                   ("target", spec.target)) if v)
-        return Mount(spec=text, type=spec.type, from_=label, source=spec.source, target=spec.target,
-                     readonly=spec.readonly, id=spec.id, sharing=spec.sharing, required=spec.required,
-                     size=spec.size, mode=spec.mode, uid=spec.uid, gid=spec.gid, env=spec.env)
+        return replace(spec, from_ref=label)
 
     # --- COPY / ADD / WORKDIR ---------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""RUN `--mount` on the host: turn parsed `Mount` specs into the `HostMount`s the executor adds to the spec.
+"""RUN `--mount` on the host: turn the plan's `MountSpec`s into the `HostMount`s the executor adds to the spec.
 
     with prepare_mounts(run.mounts, rootfs=merged, context_dir=ctx, stage_rootfs=resolve,
                         secrets=store) as prepared:
@@ -68,18 +68,24 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from types import TracebackType
 
-from pybuild.dockerfile.mounts import Mount
-from pybuild.errors import ConfigError, ContextError, DockerfileError, InternalError, StepFailed, UserError
+from pybuild.errors import ConfigError, ContextError, DockerfileError, StepFailed, UserError
 from pybuild.paths import store_root
+from pybuild.plan.ops import MountSpec
 from pybuild.worker.rootfs_path import host_path, secure_join
 from pybuild.worker.secretfiles import SecretFiles
 from pybuild.worker.secrets import SecretStore
 from pybuild.worker.types import HostMount
 
 StageResolver = Callable[[str], str]
-"""Resolves a `from=` value (stage name, stage index or image reference) to a host directory."""
+"""Resolves a mount's `from_ref` (stage name, stage index, image reference or op digest) to a host directory."""
 
 _POLL = 0.05
+
+
+def mount_text(mount: MountSpec) -> str:
+    """The `--mount` value messages show for `mount` (its type, from, source and target)."""
+    return ",".join(f"{k}={v}" for k, v in (("type", mount.type), ("from", mount.from_ref),
+                                            ("source", mount.source), ("target", mount.target)) if v)
 
 
 def default_cache_root() -> str:
@@ -114,7 +120,7 @@ class PreparedMounts:
 
 
 def prepare_mounts(
-    mounts: Sequence[Mount],
+    mounts: Sequence[MountSpec],
     *,
     rootfs: str,
     context_dir: str | None,
@@ -127,6 +133,7 @@ def prepare_mounts(
 ) -> PreparedMounts:
     """Prepare every `--mount` of one RUN on the host; see the module docstring for the semantics.
 
+    A mount's `from_ref` names its source for `stage_rootfs` ('' = the context for a bind, none for a cache).
     `workdir` is the step's WORKDIR: a relative target is relative to it (BuildKit's dispatchRunMounts).
     `cancel` stops a wait for a `locked` cache (StepFailed) when the build is cancelled.
     """
@@ -251,15 +258,13 @@ class _Preparer:
             target = self.workdir.rstrip("/") + "/" + target
         return self.stubs.make(self.rootfs, target, kind, keep)
 
-    def prepare(self, mount: Mount, stack: ExitStack) -> HostMount | None:
-        if mount.deferred:
-            raise InternalError(f"mount spec not expanded before the run: {mount.spec}")
+    def prepare(self, mount: MountSpec, stack: ExitStack) -> HostMount | None:
         if mount.type == "ssh":
             raise DockerfileError("RUN --mount=type=ssh is not supported yet")
         if mount.type == "secret":
             return self._secret(mount, stack)
         if not mount.target:
-            raise DockerfileError(f"mount target is required: --mount={mount.spec}")
+            raise DockerfileError(f"mount target is required: --mount={mount_text(mount)}")
         if mount.type == "bind":
             return self._bind(mount, stack)
         if mount.type == "cache":
@@ -270,7 +275,7 @@ class _Preparer:
 
     # tmpfs
 
-    def _tmpfs(self, mount: Mount) -> HostMount:
+    def _tmpfs(self, mount: MountSpec) -> HostMount:
         options = ["nosuid", "nodev"]
         if mount.size:
             options.append(f"size={mount.size}")
@@ -279,7 +284,7 @@ class _Preparer:
 
     # bind
 
-    def _bind(self, mount: Mount, stack: ExitStack) -> HostMount:
+    def _bind(self, mount: MountSpec, stack: ExitStack) -> HostMount:
         source = self._source_path(mount, "bind")
         is_dir = os.path.isdir(source)
         if not mount.readonly:
@@ -288,24 +293,24 @@ class _Preparer:
         mode = "ro" if mount.readonly else "rw"
         return HostMount(destination=dest, source=source, type="bind", options=("rbind", mode))
 
-    def _source_path(self, mount: Mount, kind: str) -> str:
+    def _source_path(self, mount: MountSpec, kind: str) -> str:
         """The host path of `source` inside the context or the `from=` root; it must exist."""
-        if mount.from_:
-            root = self.stage_rootfs(mount.from_)
-            where = f"'{mount.from_}'"
+        if mount.from_ref:
+            root = self.stage_rootfs(mount.from_ref)
+            where = f"'{mount.from_ref}'"
         elif self.context_dir is not None:
             root, where = self.context_dir, "the build context"
         else:
             raise ContextError(f"RUN --mount=type={kind} from the build context needs a context (none given)")
         path = host_path(root, secure_join(root, mount.source or "/"))
         if not os.path.lexists(path):
-            error = DockerfileError if mount.from_ else ContextError
+            error = DockerfileError if mount.from_ref else ContextError
             raise error(f"{kind} mount source {mount.source or '/'} not found in {where}")
         return path
 
     # cache
 
-    def _cache(self, mount: Mount, stack: ExitStack) -> HostMount:
+    def _cache(self, mount: MountSpec, stack: ExitStack) -> HostMount:
         cache_id = mount.id or mount.target
         entry = os.path.join(self.cache_root, hashlib.sha256(cache_id.encode()).hexdigest()[:32])
         os.makedirs(entry, mode=0o700, exist_ok=True)
@@ -318,11 +323,11 @@ class _Preparer:
         return HostMount(destination=dest, source=data, type="bind",
                          options=("rbind", "ro" if mount.readonly else "rw"))
 
-    def _create_cache(self, mount: Mount, entry: str, data: str) -> None:
+    def _create_cache(self, mount: MountSpec, entry: str, data: str) -> None:
         with _flock(os.path.join(entry, "create.lock"), fcntl.LOCK_EX):
             if os.path.isdir(data):
                 return
-            seed = self._source_path(mount, "cache") if mount.from_ else None
+            seed = self._source_path(mount, "cache") if mount.from_ref else None
             temp = tempfile.mkdtemp(prefix="new-", dir=entry)
             try:
                 if seed is not None and os.path.isdir(seed):
@@ -338,7 +343,7 @@ class _Preparer:
 
     # secret
 
-    def _secret(self, mount: Mount, stack: ExitStack) -> HostMount | None:
+    def _secret(self, mount: MountSpec, stack: ExitStack) -> HostMount | None:
         secret_id = mount.source or mount.id or os.path.basename(mount.target.rstrip("/"))
         value = self.secrets.get(secret_id)
         if value is None:
@@ -356,7 +361,7 @@ class _Preparer:
         return HostMount(destination=dest, source=path, type="bind",
                          options=("rbind", "ro", "nosuid", "nodev", "noexec"))
 
-    def _write_secret(self, value: bytes, mount: Mount, stack: ExitStack) -> str:
+    def _write_secret(self, value: bytes, mount: MountSpec, stack: ExitStack) -> str:
         if self._secret_files is None:
             self._secret_files = SecretFiles()
             stack.callback(self._secret_files.close)

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from pybuild.dockerfile.mounts import parse_mount
 from pybuild.errors import ConfigError, DockerfileError
 from pybuild.worker import secretfiles
 from pybuild.worker.executor import ProcessFailed, run_process
 from pybuild.worker.mounts import PreparedMounts, prepare_mounts
 from pybuild.worker.secrets import SecretStore
 from pybuild.worker.types import ProcessSpec
+from tests.mountspecs import mount_spec
 
 pytestmark = pytest.mark.root
 
@@ -97,7 +97,7 @@ class Rig:
         subprocess.run(["umount", str(self.rootfs)], check=True)
 
     def prepare(self, *specs: str) -> PreparedMounts:
-        return prepare_mounts([parse_mount(s) for s in specs], rootfs=str(self.rootfs),
+        return prepare_mounts([mount_spec(s) for s in specs], rootfs=str(self.rootfs),
                               context_dir=str(self.context), stage_rootfs=lambda name: str(self.stage),
                               secrets=self.secrets, cache_root=str(self.cache))
 

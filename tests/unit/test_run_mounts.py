@@ -20,6 +20,7 @@ from pybuild.worker import secretfiles
 from pybuild.worker.mounts import PreparedMounts, prepare_mounts
 from pybuild.worker.rootfs_path import secure_join as resolve_in_root
 from pybuild.worker.secrets import SecretSpec, SecretStore, parse_secret_flag
+from tests.mountspecs import mount_spec
 
 SECRET = b"s3cr3t-VALUE-42"
 
@@ -152,7 +153,7 @@ class Env:
 
     def prepare(self, *specs: str, **kwargs: object) -> PreparedMounts:
         return prepare_mounts(
-            [parse_mount(spec) for spec in specs], rootfs=str(self.rootfs), context_dir=str(self.context),
+            [mount_spec(spec) for spec in specs], rootfs=str(self.rootfs), context_dir=str(self.context),
             stage_rootfs=self.stage_rootfs, secrets=self.store, cache_root=str(self.cache), **kwargs,  # type: ignore[arg-type]
         )
 
@@ -288,7 +289,7 @@ def test_bind_from_stage_and_missing(env: Env) -> None:
 
 def test_bind_needs_context(env: Env) -> None:
     with pytest.raises(ContextError, match="needs a context"):
-        prepare_mounts([parse_mount("target=/x")], rootfs=str(env.rootfs), context_dir=None,
+        prepare_mounts([mount_spec("target=/x")], rootfs=str(env.rootfs), context_dir=None,
                        stage_rootfs=env.stage_rootfs, secrets=env.store, cache_root=str(env.cache))
 
 
@@ -480,7 +481,7 @@ def test_cache_persists_and_is_keyed_by_id(env: Env) -> None:
 
 
 def test_cache_default_root_is_under_store(env: Env, tmp_path: Path) -> None:
-    with prepare_mounts([parse_mount("type=cache,target=/c")], rootfs=str(env.rootfs), context_dir=None,
+    with prepare_mounts([mount_spec("type=cache,target=/c")], rootfs=str(env.rootfs), context_dir=None,
                         stage_rootfs=env.stage_rootfs, secrets=env.store) as prepared:
         assert prepared.host_mounts[0].source.startswith(os.path.join(os.environ["PYBUILD_ROOT"],
                                                                       "cache-mounts"))
