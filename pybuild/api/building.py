@@ -1,4 +1,4 @@
-"""The library's front door: `build(BuildRequest(...), sink) -> BuildResult`, what `pybuild build` calls.
+"""`build(BuildRequest(...), sink) -> BuildResult`: what `pybuild build` calls (re-exported by `pybuild.api`).
 
 CI systems and build farms call it without a subprocess; the CLI maps docker-build flags onto a
 `BuildRequest` and renders the `sink`'s events. The pipeline, one call per stage (DESIGN.md):
@@ -21,11 +21,25 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import ConfigError, PybuildError, StoreError
 from pybuild.progress import BuildFinished, BuildNote, Sink
 from pybuild.record import field, record, replace
+
+if TYPE_CHECKING:
+    from pybuild.cache.index import CacheIndex
+    from pybuild.cache.transfer import CacheSpec, ImportedCache
+    from pybuild.context.context import BuildContext
+    from pybuild.image.spec import Platform
+    from pybuild.plan.ops import Op, Plan
+    from pybuild.planmemo import PlanMemo
+    from pybuild.registry.pull import ImageResolver
+    from pybuild.steps import StepRunner
+    from pybuild.store.images import StoredImage
+    from pybuild.store.store import Store
+    from pybuild.worker.dispatch import Worker
+    from pybuild.worker.types import Sandbox, StepResult
 
 __all__ = ["BuildRequest", "BuildResult", "build"]
 
@@ -110,9 +124,8 @@ class _Build:
         self.cancel = cancel
         self.warnings: list[str] = []
         self.names: dict[str, str] = {}
-        self.resolver: Any = None  # the build's ImageResolver, made once the store is open
-        self.cache_from: list[Any] = []  # parsed --cache-from / --cache-to (transfer.CacheSpec), by `run`
-        self.cache_to: list[Any] = []
+        self.cache_from: list[CacheSpec] = []  # parsed --cache-from / --cache-to, by `run`
+        self.cache_to: list[CacheSpec] = []
 
     def note(self, text: str) -> None:
         if self.sink is not None:
@@ -139,13 +152,13 @@ class _Build:
         with Store.open(request.store_root) as store, store.shared_lock():
             for warning in store.warnings:  # what opening it repaired (directories open to other users)
                 self.warn(f"WARNING: {warning}")
-            self.resolver = ImageResolver(store, pull=request.pull, report=self.note)
-            memo = _planned(data, name, request, store, platform, epoch, self.resolver)
+            resolver = ImageResolver(store, pull=request.pull, report=self.note)
+            memo = _planned(data, name, request, store, platform, epoch, resolver)
             plan = memo.plan
             for warning in plan.warnings:
                 self.warn(warning)
             _check_entitlements(plan, allow, request.network, name, data)
-            runner, results = self._solve(store, ctx, memo, data, name, epoch, allow, sandbox)
+            runner, results = self._solve(store, resolver, ctx, memo, data, name, epoch, allow, sandbox)
             image = self._commit(store, runner.cache, plan, results, epoch)
             for spec in outputs:
                 self.note(f"exporting to {spec.type}" + (f" {spec.dest}" if spec.dest else "")
@@ -163,8 +176,9 @@ class _Build:
             misses=tuple((self.names.get(m.digest, m.digest), m.reasons) for m in runner.misses),
             steps_run=runner.ran, steps_cached=runner.cached, duration=time.monotonic() - start)
 
-    def _solve(self, store: Any, ctx: Any, memo: Any, data: bytes, name: str, epoch: int | None,
-               allow: frozenset[str], sandbox: Any) -> Any:
+    def _solve(self, store: Store, resolver: ImageResolver, ctx: BuildContext, memo: PlanMemo, data: bytes,
+               name: str, epoch: int | None, allow: frozenset[str],
+               sandbox: Sandbox | None) -> tuple[StepRunner, Mapping[str, StepResult]]:
         from pybuild.cache.index import CacheIndex
         from pybuild.names import stage_ops
         from pybuild.solve.scheduler import solve
@@ -178,7 +192,7 @@ class _Build:
 
         secrets = SecretStore.from_flags(request.secrets)  # read now: a bad --secret fails before any step
 
-        def make_worker() -> Any:
+        def make_worker() -> Worker:
             from pybuild.worker.dispatch import Worker
             from pybuild.worker.executor import reap_stale_runs
             from pybuild.worker.snapshots import Snapshots
@@ -188,7 +202,7 @@ class _Build:
             return Worker(store, ctx, request.runtime, snapshots=Snapshots.open(store), epoch=epoch,
                           secrets=secrets, sandbox=sandbox, allow=allow)
 
-        sources: list[Any] = []
+        sources: list[ImportedCache] = []
         if self.cache_from:
             from pybuild.cache.transfer import open_cache_source
 
@@ -200,9 +214,9 @@ class _Build:
         runner = StepRunner(store, make_worker, CacheIndex(store), ctx, no_cache=no_cache, epoch=epoch,
                             explain=request.explain_cache, network=request.network, sources=sources,
                             warn=self.warn,
-                            resolve_image=lambda op: self.resolver.resolve(op.ref, op.platform))
+                            resolve_image=lambda op: resolver.resolve(op.ref, op.platform))
 
-        def name_of(op: Any) -> str:
+        def name_of(op: Op) -> str:
             return self.names.get(op.digest, str(op.kind))
 
         try:
@@ -224,7 +238,7 @@ class _Build:
             raise
         return runner, results
 
-    def _push(self, store: Any, image: Any) -> None:
+    def _push(self, store: Store, image: StoredImage) -> None:
         """`--push`: every `-t` name to its registry, once the image is committed and tagged."""
         if not self.request.push:
             return
@@ -234,7 +248,7 @@ class _Build:
             self.note(f"pushing {tag}")
             push_image(store, image, tag, report=self.note)
 
-    def _export_cache(self, store: Any, runner: Any, image: Any) -> None:
+    def _export_cache(self, store: Store, runner: StepRunner, image: StoredImage) -> None:
         """`--cache-to`: mode=max exports every layer step of this build, mode=min only the image's."""
         if not self.cache_to:
             return
@@ -247,7 +261,8 @@ class _Build:
             self.note(f"exporting cache to {spec.path} ({len(entries)} steps, mode={spec.mode})")
             export_cache(store, spec, entries)
 
-    def _commit(self, store: Any, cache: Any, plan: Any, results: Any, epoch: int | None) -> Any:
+    def _commit(self, store: Store, cache: CacheIndex, plan: Plan, results: Mapping[str, StepResult],
+                epoch: int | None) -> StoredImage:
         from pybuild.cache.index import CacheResult
         from pybuild.cache.keys import CacheKeyInput, cache_key
         from pybuild.store.images import read_image, tag_image
@@ -286,7 +301,7 @@ class _Build:
         return image
 
 
-def _cache_specs(request: BuildRequest) -> tuple[list[Any], list[Any]]:
+def _cache_specs(request: BuildRequest) -> tuple[list[CacheSpec], list[CacheSpec]]:
     """The parsed `--cache-from` and `--cache-to` values (`transfer.CacheSpec`), parsed once, before
     anything is built: a bad one is a one-line ConfigError."""
     if not (request.cache_from or request.cache_to):
@@ -297,7 +312,7 @@ def _cache_specs(request: BuildRequest) -> tuple[list[Any], list[Any]]:
     return cache_from, [parse_cache_to(text) for text in request.cache_to]
 
 
-def _sandbox(request: BuildRequest) -> tuple[frozenset[str], Any]:
+def _sandbox(request: BuildRequest) -> tuple[frozenset[str], Sandbox | None]:
     """The granted entitlements and the RUN steps' `Sandbox` (None: docker's defaults), parsed and checked
     against what the host can enforce before anything runs: a bad flag is a one-line ConfigError."""
     from pybuild.entitlements import parse_allow
@@ -314,7 +329,7 @@ def _sandbox(request: BuildRequest) -> tuple[frozenset[str], Any]:
     return allow, sandbox
 
 
-def _check_entitlements(plan: Any, allow: frozenset[str], network: str, name: str, data: bytes) -> None:
+def _check_entitlements(plan: Plan, allow: frozenset[str], network: str, name: str, data: bytes) -> None:
     """Every entitlement the target's steps need is granted (before any step runs); the error shows the
     Dockerfile line that asked for it."""
     from pybuild.entitlements import check_plan
@@ -343,7 +358,7 @@ def _check_push(request: BuildRequest) -> None:
         check_push_name(tag)
 
 
-def _platform(text: str | None) -> Any:
+def _platform(text: str | None) -> Platform:
     from pybuild.image.spec import host_platform, parse_platform
 
     host = host_platform()
@@ -367,7 +382,7 @@ def _epoch(request: BuildRequest) -> int | None:
     return epoch
 
 
-def _open_context(request: BuildRequest) -> tuple[Any, bytes, str]:
+def _open_context(request: BuildRequest) -> tuple[BuildContext, bytes, str]:
     """The build context, the Dockerfile's bytes, and the name errors show for it."""
     from pybuild.context.context import open_context
 
@@ -380,8 +395,8 @@ def _open_context(request: BuildRequest) -> tuple[Any, bytes, str]:
     return ctx, data, "Dockerfile" if stdin else (request.dockerfile or "Dockerfile")
 
 
-def _planned(data: bytes, name: str, request: BuildRequest, store: Any, platform: Any, epoch: int | None,
-             resolver: Any) -> Any:
+def _planned(data: bytes, name: str, request: BuildRequest, store: Store, platform: Platform, epoch: int | None,
+             resolver: ImageResolver) -> PlanMemo:
     """The plan (a `PlanMemo`): from the memo when nothing it depends on changed, else planned now.
 
     Base images come from `resolver` (a `registry.pull.ImageResolver`: local, else pulled). With `--pull`
@@ -426,7 +441,7 @@ def _planned(data: bytes, name: str, request: BuildRequest, store: Any, platform
     return memo
 
 
-def _manifest(store: Any, ref: str) -> str | None:
+def _manifest(store: Store, ref: str) -> str | None:
     from pybuild.store.images import resolve_image
 
     try:
