@@ -1,7 +1,7 @@
 """`build(BuildRequest(...), sink) -> BuildResult`: what `pybuild build` calls (re-exported by `pybuild.api`).
 
 CI systems and build farms call it without a subprocess; the CLI maps docker-build flags onto a
-`BuildRequest` and renders the `sink`'s events. The pipeline, one call per stage (DESIGN.md):
+`BuildRequest` and renders the `sink`'s events. The pipeline, one call per stage (docs/ARCHITECTURE.md):
 
     Dockerfile ─parse─▶ AST ─to_stages─▶ stages ─convert─▶ Plan ─solve (StepRunner: cache + Worker)─▶ results
                ─commit_image─▶ image in the store ─export_image─▶ each --output

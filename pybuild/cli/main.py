@@ -1,7 +1,7 @@
 """`pybuild` entry point: argument parsing, dispatch to one command, exit codes.
 
-Exit codes (DESIGN.md): 0 ok, 1 user error (one-line error, no traceback), 2 internal error (traceback with
-`--debug`), 130 interrupted.
+Exit codes (docs/ARCHITECTURE.md): 0 ok, 1 user error (one-line error, no traceback), 2 internal error
+(traceback with `--debug`), 130 interrupted.
 
 The `pybuild` script is `run`: `main`, then `quick_exit`, which skips the interpreter's tear-down.
 """

@@ -1,6 +1,6 @@
 """The scheduler: run the ops a plan's target needs, each after its inputs, on a bounded thread pool.
 
-Design (see DESIGN.md, "Concurrency and durability"):
+Design (see docs/ARCHITECTURE.md, "Concurrency and durability"):
 - Threads, not asyncio. One `ThreadPoolExecutor` of `jobs` threads; the main thread keeps the ready queue
   and submits at most `jobs` runs at a time, so ops waiting for a slot have not started and can simply be
   dropped on cancel.

@@ -22,7 +22,7 @@ Semantics (docker / BuildKit, decisions marked):
   file; `--checksum=<algo>:<hex>` (sha256/sha384/sha512) is verified before anything is written to the
   rootfs. The file gets mode 0600 (or --chmod), owner 0:0 (or --chown) and the Last-Modified time (now
   when absent). Its name under a directory destination is the URL path's last element, `__unnamed__`
-  when there is none (BuildKit's Dockerfile frontend). Design note: DESIGN.md gives httpx one home
+  when there is none (BuildKit's Dockerfile frontend). Design note: docs/ARCHITECTURE.md gives httpx one home
   (`registry/`); ADD's download is the one exception in the worker, imported lazily inside `add_url`.
 - Git URLs (`git@…`, `git://…`, `ssh://…`, `https://….git`) are refused: "ADD of a git repository is not
   supported yet". `--keep-git-dir` without a git source and `--checksum` with a local source are errors

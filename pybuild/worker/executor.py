@@ -28,11 +28,11 @@ copy until the next build or `prune` reaps the container and its state dir.
 builds, removes their bundles, and sweeps the secret dirs dead processes left (`secretfiles.sweep_stale`).
 A bundle's owner is the process holding the flock on its owner.json (`ownerlock`).
 
-Failure and cancellation (DESIGN.md "nothing leaks"): on a timeout, on `cancel` being set, on
-KeyboardInterrupt or any other exception, the `finally` block runs `<runtime> kill <id> KILL` (the pid
-namespace takes every other process in the container with it), waits for the runtime, runs
-`<runtime> delete --force <id>` when state is left, and removes the state and bundle dirs. A Ctrl-C that
-arrives during that cleanup is held back until the cleanup is done (main thread only).
+Failure and cancellation (nothing leaks: docs/ARCHITECTURE.md, "Concurrency and durability"): on a
+timeout, on `cancel` being set, on KeyboardInterrupt or any other exception, the `finally` block runs
+`<runtime> kill <id> KILL` (the pid namespace takes every other process in the container with it), waits
+for the runtime, runs `<runtime> delete --force <id>` when state is left, and removes the state and bundle
+dirs. A Ctrl-C that arrives during that cleanup is held back until the cleanup is done (main thread only).
 
 Errors: a non-zero exit is `ProcessFailed` (a `StepFailed`, with `exit_code` and `tail`), worded as
 BuildKit's `process "/bin/sh -c false" did not complete successfully: exit code: 1`; a runtime that fails
