@@ -3,7 +3,7 @@
 The package is imported by the CLI on every start, so it imports nothing heavy.
 """
 
-__version__ = "0.1.0"
+from pybuild.version import __version__
 
 __all__ = ["BuildRequest", "BuildResult", "__version__", "build"]
 

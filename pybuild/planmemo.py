@@ -23,7 +23,7 @@ import pickle
 import secrets
 from collections.abc import Mapping
 
-from pybuild import __version__
+from pybuild.version import __version__
 from pybuild.plan.ops import Plan
 from pybuild.record import record
 

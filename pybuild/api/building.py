@@ -146,10 +146,11 @@ class _Build:
         platform = _platform(request.platform)
         epoch = _epoch(request)
         ctx, data, name = _open_context(request)
+        from pybuild.registry.blobsource import FETCHERS
         from pybuild.registry.pull import ImageResolver
         from pybuild.store.store import Store
 
-        with Store.open(request.store_root) as store, store.shared_lock():
+        with Store.open(request.store_root, FETCHERS) as store, store.shared_lock():
             for warning in store.warnings:  # what opening it repaired (directories open to other users)
                 self.warn(f"WARNING: {warning}")
             resolver = ImageResolver(store, pull=request.pull, report=self.note)
@@ -204,7 +205,7 @@ class _Build:
 
         sources: list[ImportedCache] = []
         if self.cache_from:
-            from pybuild.cache.transfer import open_cache_source
+            from pybuild.cache.backends import open_cache_source
 
             for spec in self.cache_from:
                 try:
@@ -252,7 +253,7 @@ class _Build:
         """`--cache-to`: mode=max exports every layer step of this build, mode=min only the image's."""
         if not self.cache_to:
             return
-        from pybuild.cache.transfer import export_cache
+        from pybuild.cache.backends import export_cache
 
         final = set(image.diff_ids)
         for spec in self.cache_to:

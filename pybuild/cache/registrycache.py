@@ -1,7 +1,7 @@
 """Build cache export and import through a registry tag: `--cache-to type=registry,ref=REG/NAME:TAG` (with
 `,mode=min|max`) and `--cache-from type=registry,ref=REG/NAME:TAG`, as `docker buildx build` spells them.
 
-Who uses it: `cache.transfer` (`export_cache`, `open_cache_source`) hands a `type=registry` spec here, so
+Who uses it: `cache.backends` (`export_cache`, `open_cache_source`) hands a `type=registry` spec here, so
 `api.build` sees one interface for both kinds of cache.
 
 The format is the local cache's (`cache.transfer`): the tag names the very manifest a cache directory's
@@ -80,7 +80,7 @@ def _push_blob(client: RegistryClient, repo: str, desc: Descriptor, opener: Call
 
 
 class RegistryCacheSource(ImportedCache):
-    """A `--cache-from type=registry` tag. Made by `transfer.open_cache_source`; `steps.StepRunner` calls
+    """A `--cache-from type=registry` tag. Made by `backends.open_cache_source`; `steps.StepRunner` calls
     `fetch` on a local cache miss. `client` is for tests (default: the shared client of the ref's host)."""
 
     def __init__(self, spec: CacheSpec, *, client: RegistryClient | None = None) -> None:

@@ -3,14 +3,15 @@
 in `cache.registrycache`), as `docker buildx build` spells them.
 
 Who uses it: `api.build` parses the flags (`parse_cache_from`, `parse_cache_to`), hands one source per
-`--cache-from` (`open_cache_source`: a `LocalCacheSource` or a `registrycache.RegistryCacheSource`) to
+`--cache-from` (`backends.open_cache_source`: a `LocalCacheSource` or a `registrycache.RegistryCacheSource`) to
 `steps.StepRunner` (which calls `fetch` for a key its local cache lacks) and calls `export_cache` once the
-image is made, with the (cache key, layer diffID) pairs of the steps `mode` selects. The directory may be
+image is made (`backends.export_cache`), with the (cache key, layer diffID) pairs of the steps `mode` selects. The directory may be
 carried to another machine: importing needs nothing but it.
 
 This module owns what both kinds share: the flags, the format (`encode_cache`, `read_entries`) and the
-verified copy of a layer into the store (`ImportedCache`, whose `fetch` both sources inherit). The
-registry module is imported only for a `type=registry` cache (it loads the registry client and httpx).
+verified copy of a layer into the store (`ImportedCache`, whose `fetch` both sources inherit), and the
+local kind. `backends` picks the kind; the registry module is imported only for a `type=registry` cache
+(it loads the registry client and httpx), and this module never imports it (it imports this one).
 
 The directory is an OCI image layout (image-spec `image-layout.md`), so ordinary tools can copy, inspect
 and push it (`skopeo inspect --raw oci:DIR` shows the manifest):
@@ -81,7 +82,7 @@ if TYPE_CHECKING:
     from pybuild.store.store import Store
 
 __all__ = ["CONFIG_MEDIA_TYPE", "DOC_LIMIT", "CacheEntry", "CacheExport", "CacheSpec", "ImportedCache",
-           "LocalCacheSource", "check_doc", "encode_cache", "export_cache", "open_cache_source",
+           "LocalCacheSource", "check_doc", "encode_cache", "export_local_cache",
            "parse_cache_from", "parse_cache_to", "read_entries"]
 
 CONFIG_MEDIA_TYPE: Final = "application/vnd.pybuild.cache.config.v1+json"
@@ -220,7 +221,7 @@ def _where(flag: str, text: str, kind: str, fields: Mapping[str, str]) -> str:
 @record
 class CacheExport:
     """The documents of one cache export, made by `encode_cache`: the config blob's bytes and the manifest
-    that names it and the layer blobs (which are in the store). Written by `export_cache` (as a directory)
+    that names it and the layer blobs (which are in the store). Written by `export_local_cache` (as a directory)
     and `registrycache.export_registry_cache` (pushed)."""
 
     config: bytes
@@ -249,14 +250,10 @@ def encode_cache(store: Store, entries: Sequence[tuple[str, str]]) -> CacheExpor
     return CacheExport(config, manifest, len(rows))
 
 
-def export_cache(store: Store, spec: CacheSpec, entries: Sequence[tuple[str, str]]) -> int:
+def export_local_cache(store: Store, spec: CacheSpec, entries: Sequence[tuple[str, str]]) -> int:
     """Write `entries` ((cache key, layer diffID) pairs, already chosen by `spec.mode`) as the cache
-    `spec` names: a directory (see the module docstring) or a registry tag (`registrycache`); returns the
-    number of entries written."""
-    if spec.type == "registry":
-        from pybuild.cache.registrycache import export_registry_cache
-
-        return export_registry_cache(store, spec, entries)
+    directory `spec` names (see the module docstring); returns the number of entries written. The entry
+    point for both kinds is `backends.export_cache`."""
     if spec.type != "local":
         raise InternalError(f"export_cache: unsupported cache type {spec.type!r}")
     _unique(entries)  # a bad entry fails before the directory is made
@@ -411,7 +408,7 @@ class ImportedCache(ABC):
 
 
 class LocalCacheSource(ImportedCache):
-    """A --cache-from directory. Made by `api.build` (through `open_cache_source`) for each `--cache-from`;
+    """A --cache-from directory. Made by `api.build` (through `backends.open_cache_source`) for each `--cache-from`;
     `steps.StepRunner` calls `fetch` on a local cache miss."""
 
     def __init__(self, spec: CacheSpec) -> None:
@@ -439,16 +436,6 @@ class LocalCacheSource(ImportedCache):
         except OSError as exc:
             raise StoreError(f"corrupt cache at {self.where}: cannot read layer {entry.layer.digest} of "
                              f"{entry.key}: {exc.strerror or exc}") from None
-
-
-def open_cache_source(spec: CacheSpec) -> ImportedCache:
-    """The source of a parsed `--cache-from`: a ConfigError when it is plainly not there (the caller warns
-    and builds without it); a registry is not asked anything until the first `fetch`."""
-    if spec.type == "registry":
-        from pybuild.cache.registrycache import RegistryCacheSource
-
-        return RegistryCacheSource(spec)
-    return LocalCacheSource(spec)
 
 
 def _read_cache(root: str) -> dict[str, CacheEntry] | None:

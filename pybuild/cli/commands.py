@@ -140,9 +140,10 @@ def _human_size(size: int) -> str:
 
 
 def _open_store() -> Store:
+    from pybuild.registry.blobsource import FETCHERS
     from pybuild.store.store import Store
 
-    store = Store.open()
+    store = Store.open(fetchers=FETCHERS)
     for warning in store.warnings:  # what opening it repaired (store directories open to other users)
         print(f"warning: {warning}", file=sys.stderr)
     return store

@@ -115,7 +115,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def cmd_login(args: argparse.Namespace) -> int:
     """`pybuild login [-u USER] [-p PASS | --password-stdin] SERVER`."""
-    from pybuild.registry.dockerconfig import login
+    from pybuild.registry.login import login
 
     apply_insecure(args)
     username, password = args.username, args.password

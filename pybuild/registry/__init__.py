@@ -5,7 +5,8 @@ Modules (import the one you need; this package imports nothing, so `pybuild.regi
 `pybuild.registry.dockerconfig` can be used without loading httpx):
 
     settings.py      which hosts may be reached over plain HTTP (`insecure_registries`, `is_insecure`)
-    dockerconfig.py  ~/.docker/config.json: `Credentials`, `credentials_for`, `login`, `logout`
+    dockerconfig.py  ~/.docker/config.json: `Credentials`, `credentials_for`, `store_login`, `logout`
+    login.py         `login`: check credentials against the registry, then `store_login` them
     auth.py          WWW-Authenticate challenges, Basic headers, Bearer token requests, the token cache,
                      and `Authenticator` (one client's credentials, challenge and tokens)
     client.py        `RegistryClient` (manifests, blobs, uploads, mounts, tags) and `client_for(host)`

@@ -1,7 +1,7 @@
 """The OCI distribution API (distribution-spec v2) over httpx: one `RegistryClient` per registry host.
 
 Who uses it: pull and push (`registry/pull.py`, `registry/push.py`), the registry build cache
-(`cache/transfer.py`) and `dockerconfig.login`. Those callers run transfers in parallel on their own
+(`cache/transfer.py`) and `login.login`. Those callers run transfers in parallel on their own
 threads; a client is thread-safe (one `httpx.Client` with a connection pool, state under locks), and
 `client_for(host)` shares one client per host in a process.
 
@@ -62,7 +62,7 @@ from typing import BinaryIO, Final
 
 import httpx
 
-from pybuild import __version__
+from pybuild.version import __version__
 from pybuild.errors import RegistryError, StoreError
 from pybuild.registry import bounds, settings
 from pybuild.registry.auth import Authenticator, TokenRequest, pull_scope, push_scope

@@ -2,7 +2,8 @@
 the way the docker CLI does.
 
 Who uses it: `client.RegistryClient` (`credentials_for`, when it meets an auth challenge and was given no
-credentials), the CLI (`pybuild login` / `pybuild logout` call `login` / `logout`).
+credentials), `login.login` (`store_login`, once the registry accepted them), the CLI (`pybuild logout`
+calls `logout`).
 
 Reading (docker/cli `configfile`): the store for a host is `credHelpers[host]` when set, else `credsStore`
 when set, else the file itself. A helper is the program `docker-credential-NAME` on PATH, spoken to with
@@ -15,8 +16,8 @@ optionally `identitytoken` (an OAuth refresh token). Keys match by host name, so
 Departure: when a helper has nothing for a host, credentials written into `auths` are still used (docker
 ignores them once a helper is configured); it costs nothing and helps a config copied between machines.
 
-Writing: `login` first checks the credentials against the registry (`RegistryClient.check_login`), then
-stores them with the host's helper (`store`, leaving an empty `auths` entry, as docker does), or in
+Writing: `login.login` first checks the credentials against the registry (`RegistryClient.check_login`),
+then `store_login` stores them with the host's helper (`store`, leaving an empty `auths` entry, as docker does), or in
 `auths` as base64. The file is replaced atomically (temp file, fsync, rename) with mode 0600, indented
 with tabs like docker's; unknown keys are kept. A credential is never printed: `Credentials`' repr hides
 the password and the identity token, and error messages never include them.
@@ -36,7 +37,8 @@ from typing import Any
 from pybuild.errors import ConfigError, RegistryError
 from pybuild.record import record
 
-__all__ = ["DOCKER_HUB_KEY", "Credentials", "config_path", "credentials_for", "login", "logout", "server_key"]
+__all__ = ["DOCKER_HUB_KEY", "Credentials", "config_path", "credentials_for", "logout", "server_key",
+           "store_login"]
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _HUB_NAMES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
@@ -225,18 +227,10 @@ def _write(path: str, config: dict[str, Any]) -> None:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def login(host: str, username: str, password: str) -> None:
-    """Check `username`/`password` against `host`'s registry, then store them as `docker login` does.
-
-    RegistryError "login failed for HOST: ..." when the registry refuses them (or cannot be reached);
-    ConfigError when the config file or the credential helper fails."""
-    if not username or not password:
-        raise ConfigError("login needs a user name and a password")
-    from pybuild.registry.client import RegistryClient
-
-    creds = Credentials(username, password)
-    with RegistryClient(host, credentials=creds) as client:
-        client.check_login()
+def store_login(host: str, username: str, password: str) -> None:
+    """Store `username`/`password` for `host` as `docker login` does (checked against the registry
+    first by `registry.login.login`, the command's entry point). ConfigError when the config file or
+    the credential helper fails."""
     path = config_path()
     config = _read(path)
     auths: dict[str, Any] = config.setdefault("auths", {})

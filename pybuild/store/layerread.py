@@ -82,7 +82,7 @@ def _broken(store: Store, diff_id: str, blob: str, why: str) -> StoreError:
     """Drop the compressed form `blob` of layer `diff_id`, which failed its check, and untag the images
     that use the layer: without it they are not whole, and a tag that stays would hide that (a build on
     it would fail again, `pybuild images` would list it). The error says so and to pull them again."""
-    from pybuild.store.images import familiar_name, untag_layer_users
+    from pybuild.store.imageread import familiar_name, untag_layer_users
 
     store.index.forget_compressed(blob)
     untagged = untag_layer_users(store, diff_id) if not layer_present(store, diff_id) else []

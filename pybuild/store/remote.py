@@ -13,19 +13,19 @@ save`) downloads each blob once, into the store, where it stays.
 A row is `(digest, size, media_type, source)`; `source` is `KIND:WHERE`. The only kind is `registry`
 (`registry:HOST/REPO`), or `registry-insecure` when the build was told `--insecure-registry HOST` (so a
 later fetch by another command reaches it the same way; the digest check makes plain HTTP safe for
-content). The module that fetches a kind is named here and imported only when a blob is fetched, so the
-store imports no registry code (and no httpx) until then. A fetched blob is checked against its digest by
-the fetcher as it is written (`BlobWriter(hashed=False)`, committed under that digest only then), so a
-bad download stores nothing.
+content). The store fetches nothing itself: whoever opens it gives it one `BlobFetcher` per kind
+(`Store.open(fetchers=...)`; the API and the CLI pass `registry.blobsource.FETCHERS`, whose function
+imports the registry client, and httpx, only when a blob is fetched), so the store imports no registry
+code. A fetched blob is checked against its digest by the fetcher as it is written
+(`BlobWriter(hashed=False)`, committed under that digest only then), so a bad download stores nothing.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, BinaryIO, Final
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from pybuild.errors import StoreError
 from pybuild.record import record
@@ -34,11 +34,9 @@ if TYPE_CHECKING:
     from pybuild.store.cas import BlobWriter
     from pybuild.store.store import Store
 
-__all__ = ["RemoteBlob", "blob_size", "ensure_blob", "has_blob", "open_blob", "record_remote", "remote_blob"]
+__all__ = ["BlobFetcher", "RemoteBlob", "blob_size", "ensure_blob", "has_blob", "open_blob", "record_remote",
+           "remote_blob"]
 
-# kind → "module:function"; the function is `fetch(blob: RemoteBlob, out: BlobWriter) -> None`
-_FETCHERS: Final = {"registry": "pybuild.registry.blobsource:fetch",
-                    "registry-insecure": "pybuild.registry.blobsource:fetch"}
 _locks_guard = threading.Lock()
 _locks: dict[str, threading.Lock] = {}
 
@@ -59,6 +57,13 @@ class RemoteBlob:
     @property
     def where(self) -> str:
         return self.source.partition(":")[2]
+
+
+class BlobFetcher(Protocol):
+    """Writes remote blob `blob` into `out`, checking its digest and size as it goes (the store commits
+    `out` under the digest once it returns); raises on any failure."""
+
+    def __call__(self, blob: RemoteBlob, out: BlobWriter, /) -> None: ...
 
 
 def record_remote(store: Store, blobs: Iterable[RemoteBlob]) -> None:
@@ -104,7 +109,7 @@ def ensure_blob(store: Store, digest: str) -> None:
         if remote is None:
             store.blobs.size(digest)  # raises the store's "blob not found" error
             return
-        fetch = _fetcher(remote)
+        fetch = _fetcher(store, remote)
         with store.blobs.writer(hashed=False) as writer:
             fetch(remote, writer)
             if writer.size != remote.size:
@@ -121,10 +126,8 @@ def open_blob(store: Store, digest: str, verify: bool = False) -> BinaryIO:
     return store.blobs.open(digest, verify=verify)
 
 
-def _fetcher(remote: RemoteBlob) -> Callable[[RemoteBlob, BlobWriter], None]:
-    target = _FETCHERS.get(remote.kind)
-    if target is None:
+def _fetcher(store: Store, remote: RemoteBlob) -> BlobFetcher:
+    fetch = store.fetchers.get(remote.kind)
+    if fetch is None:
         raise StoreError(f"blob {remote.digest} is at {remote.source}, which this pybuild cannot fetch from")
-    module, _, name = target.partition(":")
-    fetch: Callable[[RemoteBlob, BlobWriter], None] = getattr(importlib.import_module(module), name)
     return fetch

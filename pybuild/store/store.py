@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from pybuild.errors import StoreError
 from pybuild.paths import store_root
@@ -36,6 +37,9 @@ from pybuild.store.diskspace import disk_fault
 from pybuild.store.index import Index
 from pybuild.store.lock import StoreLock
 from pybuild.store.private import secure_dirs
+
+if TYPE_CHECKING:
+    from pybuild.store.remote import BlobFetcher
 
 # Manifests, indexes and configs are small; bigger blobs are layers and never parsed for children.
 _PARSE_LIMIT = 4 << 20
@@ -100,21 +104,25 @@ class Store:
 
     `warnings`: lines for the user about what opening it found and repaired (directories open to other
     users); whoever opened it shows them (the CLI on stderr, a build as warnings).
+
+    `fetchers`: how to fetch a remote blob of each source kind (`remote.py`), given by whoever opened it;
+    a remote blob of a kind with no fetcher cannot be read (StoreError).
     """
 
     def __init__(self, root: str, blobs: BlobStore, index: Index, lock: StoreLock,
-                 warnings: tuple[str, ...] = ()) -> None:
+                 warnings: tuple[str, ...] = (), fetchers: Mapping[str, BlobFetcher] | None = None) -> None:
         self.root = root
         self.blobs = blobs
         self.index = index
         self.lock = lock
         self.warnings = warnings
+        self.fetchers: Mapping[str, BlobFetcher] = dict(fetchers or {})
 
     @classmethod
-    def open(cls, root: str | None = None) -> Store:
+    def open(cls, root: str | None = None, fetchers: Mapping[str, BlobFetcher] | None = None) -> Store:
         """Open (creating it if needed) the store at `root` (default `store_root()`); makes its directories
         private (`PRIVATE_DIRS`, repaired with a warning when found open); removes temp files left by
-        killed writers."""
+        killed writers. `fetchers`: see the class docstring."""
         root = os.path.abspath(root or store_root())
         try:
             warning = secure_dirs(os.path.join(root, sub) if sub else root for sub in PRIVATE_DIRS)
@@ -124,7 +132,7 @@ class Store:
             raise fault or StoreError(f"cannot create the store at {root}: {exc.strerror or exc}") from exc
         blobs.clean_temps()
         return cls(root, blobs, Index(os.path.join(root, "index.db")), StoreLock(os.path.join(root, "lock")),
-                   (warning,) if warning else ())
+                   (warning,) if warning else (), fetchers)
 
     def close(self) -> None:
         self.index.close()
@@ -281,7 +289,7 @@ class Store:
     def _broken_images(self, available: set[str]) -> Iterator[Problem]:
         """A tagged image with a layer the store cannot give (no tar, no compressed form, no remote row):
         a layer dropped after failing its check, or blobs removed behind the store's back."""
-        from pybuild.store.images import familiar_name, read_image
+        from pybuild.store.imageread import familiar_name, read_image
 
         for tag in self.index.list_tags():
             try:

@@ -115,13 +115,14 @@ def test_a_second_machine_builds_from_the_registry_cache_without_running_a_step(
     assert again.steps_run == 0 and again.manifest_digest == first.manifest_digest
 
     # a push to the same registry mounts the remote layers from the cache repository
+    from pybuild.registry.blobsource import FETCHERS
     from pybuild.registry.push import push_image
     from pybuild.store.images import resolve_image
     from pybuild.store.store import Store
 
     remote_layers = {e["layer"] for e in entries if e["diff_id"] in third.config["rootfs"]["diff_ids"]}
     assert len(remote_layers) == 4  # 3 COPY and the last RUN; the base is local
-    with Store.open(str(store_c)) as store:
+    with Store.open(str(store_c), FETCHERS) as store:
         pushed = push_image(store, resolve_image(store, "app:1"), f"{registry}/team/app:img")
         assert not remote_layers & set(store.blobs.iter_digests())
     assert set(pushed.mounted) == remote_layers and fetched == [manifest["config"]["digest"]]

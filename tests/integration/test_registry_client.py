@@ -18,7 +18,8 @@ import pytest
 
 from pybuild.errors import RegistryError
 from pybuild.registry.client import RegistryClient
-from pybuild.registry.dockerconfig import Credentials, credentials_for, login, logout
+from pybuild.registry.dockerconfig import Credentials, credentials_for, logout
+from pybuild.registry.login import login
 from pybuild.store.cas import BlobStore
 from tests.registry_support import FaultProxy, RunningRegistry, TokenServer, free_port, start_registry
 

@@ -18,13 +18,12 @@ from typing import IO, Any, BinaryIO
 
 import pytest
 
+from pybuild.cache.backends import export_cache, open_cache_source
 from pybuild.cache.registrycache import RegistryCacheSource, export_registry_cache
 from pybuild.cache.transfer import (
     CONFIG_MEDIA_TYPE,
     CacheSpec,
     encode_cache,
-    export_cache,
-    open_cache_source,
     parse_cache_from,
     parse_cache_to,
 )
@@ -32,6 +31,7 @@ from pybuild.digest import canonical_json, digest_hex, sha256_digest
 from pybuild.errors import ConfigError, RegistryError, StoreError
 from pybuild.image.spec import OCI_INDEX, OCI_MANIFEST, Descriptor, Index, Manifest
 from pybuild.store.images import import_rootfs, layer_blob
+from pybuild.registry.blobsource import FETCHERS
 from pybuild.store.store import Store
 from tests.unit.test_cache_transfer import KEY_A, KEY_B, KEY_C, blob_count, make_tar
 
@@ -472,7 +472,7 @@ def test_three_concurrent_exporters_leave_the_tag_whole(tmp_path: Path, real_reg
     check_tag()
     assert errors == []
     assert seen and seen <= manifests
-    reader = Store.open(str(tmp_path / "reader"))
+    reader = Store.open(str(tmp_path / "reader"), FETCHERS)
     cache = open_cache_source(parse_cache_from(f"type=registry,ref={ref}"))
     keys = cache.keys()
     assert keys in expected

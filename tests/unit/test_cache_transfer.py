@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
+from pybuild.cache.backends import export_cache
 from pybuild.cache.transfer import (
     CONFIG_MEDIA_TYPE,
     CacheSpec,
     LocalCacheSource,
-    export_cache,
     parse_cache_from,
     parse_cache_to,
 )

@@ -15,7 +15,8 @@ import pytest
 from pybuild.errors import ConfigError, RegistryError
 from pybuild.registry import dockerconfig
 from pybuild.registry.client import RegistryClient
-from pybuild.registry.dockerconfig import Credentials, config_path, credentials_for, login, logout
+from pybuild.registry.dockerconfig import Credentials, config_path, credentials_for, logout
+from pybuild.registry.login import login
 
 HELPER = """#!{python}
 import json, os, sys

@@ -32,18 +32,17 @@ def sha(data: bytes) -> str:
 
 
 def fetch(blob: RemoteBlob, out: BlobWriter) -> None:
-    """The fetcher of kind `test` (as `registry.blobsource.fetch` is for `registry`)."""
+    """The fetcher of kind `test` (a `remote.BlobFetcher`, as `registry.blobsource.fetch` is for `registry`)."""
     with _lock:
         CALLS.append(blob.digest)
     out.write(SERVED[blob.digest])
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    monkeypatch.setattr(remote, "_FETCHERS", {**remote._FETCHERS, "test": f"{__name__}:fetch"})
+def store(tmp_path: Path) -> Iterator[Store]:
     SERVED.clear()
     CALLS.clear()
-    with Store.open(str(tmp_path / "store")) as s:
+    with Store.open(str(tmp_path / "store"), fetchers={"test": fetch}) as s:
         yield s
 
 
