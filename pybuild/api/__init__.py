@@ -9,7 +9,7 @@ importing `pybuild.api` stays cheap (the CLI imports it on every start).
 
 from __future__ import annotations
 
-from pybuild import __version__
+from pybuild.version import __version__
 from pybuild.api.building import BuildRequest, BuildResult, build
 
 __all__ = ["BuildRequest", "BuildResult", "__version__", "build"]

@@ -28,8 +28,6 @@ CLI_MAY_IMPORT = ("api", "errors", "progress", "cli")
 # (importer, imported) pairs that break "nothing below plan/ imports dockerfile/" today; the worker is being
 # moved onto the plan's own types (issue 17 item 2, branch `ops`). Remove an entry when it is fixed.
 BELOW_PLAN_ALLOWED: frozenset[tuple[str, str]] = frozenset({
-    ("pybuild.worker.dispatch", "pybuild.dockerfile.mounts"),
-    ("pybuild.worker.mounts", "pybuild.dockerfile.mounts"),
     ("pybuild.worker.secrets", "pybuild.dockerfile.mounts"),
 })
 
