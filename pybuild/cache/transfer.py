@@ -55,7 +55,6 @@ build (`api`, `steps.StepRunner`) turns both into a warning and goes on without 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import tempfile
@@ -76,6 +75,7 @@ from pybuild.image.spec import (
     layer_media_type,
 )
 from pybuild.record import record
+from pybuild.specparse import spec_fields
 from pybuild.store.cas import BlobStore, fsync_dir
 
 if TYPE_CHECKING:
@@ -149,7 +149,8 @@ def parse_cache_to(text: str) -> CacheSpec:
 
 
 def _fields(flag: str, text: str) -> tuple[str, dict[str, str]]:
-    """The cache type and the other key=value pairs of one CSV record (so a quoted value may hold commas)."""
+    """The cache type and the other key=value pairs of one CSV record (`specparse`: a quoted value may hold
+    commas)."""
     if not text.strip():
         raise ConfigError(f"invalid {flag} {text!r}: empty", hint=f"e.g. {flag} {_EXAMPLE[flag]}")
     if "=" not in text:  # buildx reads a bare value as a registry ref; here a type is always required
@@ -157,20 +158,7 @@ def _fields(flag: str, text: str) -> tuple[str, dict[str, str]]:
         raise ConfigError(f"invalid {flag} {text!r}: missing type=",
                           hint=f"for a directory: {flag} type=local,{key}={text.strip()}; "
                                f"for a registry: {flag} type=registry,ref={text.strip()}")
-    try:
-        rows = list(csv.reader([text.strip()], skipinitialspace=True, strict=True))
-    except csv.Error as exc:
-        raise ConfigError(f"invalid {flag} {text!r}: {exc}") from None
-    fields: dict[str, str] = {}
-    for item in rows[0] if rows else []:
-        key, sep, value = item.partition("=")
-        key = key.strip().lower()
-        if not sep or not key:
-            raise ConfigError(f"invalid {flag} {text!r}: {item!r} is not key=value",
-                              hint=f"e.g. {flag} {_EXAMPLE[flag]}")
-        if key in fields:
-            raise ConfigError(f"invalid {flag} {text!r}: {key} given twice")
-        fields[key] = value.strip()
+    fields = spec_fields(text.strip(), flag, shown=text, hint=f"e.g. {flag} {_EXAMPLE[flag]}")
     kind = fields.pop("type", None)
     if kind is None:
         raise ConfigError(f"invalid {flag} {text!r}: missing type=", hint=f"e.g. {flag} {_EXAMPLE[flag]}")

@@ -18,6 +18,7 @@ from typing import Any
 from pybuild.dockerfile.flags import with_suggestion
 from pybuild.errors import DockerfileError
 from pybuild.record import record, replace
+from pybuild.specparse import CsvError, split_csv
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 SHARING_MODES = ("shared", "private", "locked")
@@ -62,7 +63,7 @@ def parse_mount(spec: str, expand: Expander | None = None) -> Mount:
     """Parse one `--mount` value; DockerfileError with BuildKit's wording when it is invalid."""
     mount = Mount(spec=spec)
     ro_auto = True
-    for item in split_csv(spec):
+    for item in _split(spec):
         key, has_value, value = item.partition("=")
         key = key.lower()
         if not has_value:
@@ -194,46 +195,9 @@ def _check_secret(mount: Mount) -> None:
         raise DockerfileError("both source and id can't be set")
 
 
-def split_csv(text: str) -> list[str]:
-    """Split one CSV record like Go's encoding/csv: `"` quotes a whole field, `""` is a quote inside."""
-    fields: list[str] = []
-    pos = 0
-    while True:
-        if text[pos:pos + 1] == '"':
-            value, pos = _quoted_field(text, pos)
-        else:
-            end = text.find(",", pos)
-            end = len(text) if end == -1 else end
-            value = text[pos:end]
-            if '"' in value:
-                column = pos + value.index('"') + 1
-                raise DockerfileError(
-                    f'failed to parse csv mounts: parse error on line 1, column {column}: '
-                    'bare " in non-quoted-field'
-                )
-            pos = end
-        fields.append(value)
-        if pos >= len(text):
-            return fields
-        pos += 1  # the comma
-
-
-def _quoted_field(text: str, pos: int) -> tuple[str, int]:
-    out: list[str] = []
-    i = pos + 1
-    while i < len(text):
-        ch = text[i]
-        if ch != '"':
-            out.append(ch)
-            i += 1
-        elif text[i + 1:i + 2] == '"':
-            out.append('"')
-            i += 2
-        elif i + 1 == len(text) or text[i + 1] == ",":
-            return "".join(out), i + 1
-        else:
-            break
-    raise DockerfileError(
-        f'failed to parse csv mounts: parse error on line 1, column {i + 1}: '
-        'extraneous or missing " in quoted-field'
-    )
+def _split(spec: str) -> list[str]:
+    """The fields of a `--mount` value (`specparse.split_csv`), with BuildKit's error wording."""
+    try:
+        return split_csv(spec)
+    except CsvError as exc:
+        raise DockerfileError(f"failed to parse csv mounts: {exc}") from None

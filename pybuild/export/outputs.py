@@ -17,10 +17,10 @@ As in buildx, a spec is one CSV record (so `"name=a:1,b:2"` quotes a list), a ba
 
 from __future__ import annotations
 
-import csv
 
 from pybuild.errors import ConfigError
 from pybuild.record import record
+from pybuild.specparse import spec_fields
 
 TYPES = ("oci", "docker", "local", "tar", "image")
 COMPRESSIONS = ("gzip", "zstd", "uncompressed")
@@ -90,21 +90,8 @@ def parse_output(text: str) -> OutputSpec:
 
 
 def _split_fields(text: str) -> dict[str, str]:
-    """`a=1,"b=2,3"` → {a: 1, b: "2,3"}: one CSV record of key=value pairs (keys lower-cased, no repeats)."""
-    try:
-        rows = list(csv.reader([text], skipinitialspace=True, strict=True))
-    except csv.Error as exc:
-        raise ConfigError(f"invalid output spec {text!r}: {exc}") from None
-    fields: dict[str, str] = {}
-    for item in rows[0] if rows else []:
-        key, sep, value = item.partition("=")
-        key = key.strip().lower()
-        if not sep or not key:
-            raise ConfigError(f"invalid output spec {text!r}: {item!r} is not key=value")
-        if key in fields:
-            raise ConfigError(f"invalid output spec {text!r}: {key} given twice")
-        fields[key] = value.strip()
-    return fields
+    """`a=1,"b=2,3"` → {a: 1, b: "2,3"}: one CSV record of key=value pairs (`specparse.spec_fields`)."""
+    return spec_fields(text, "output spec")
 
 
 def _to_spec(text: str, kind: str, fields: dict[str, str]) -> OutputSpec:

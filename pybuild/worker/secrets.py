@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
-from pybuild.errors import ConfigError, DockerfileError
+from pybuild.errors import ConfigError
 from pybuild.record import record
 
 _KEYS = ("type", "id", "src", "source", "env")
@@ -39,13 +39,13 @@ class SecretSpec:
 
 def parse_secret_flag(text: str, environ: Mapping[str, str] | None = None) -> SecretSpec:
     """Parse one `--secret` value; `environ` (default `os.environ`) settles the bare `id=X` form."""
-    from pybuild.dockerfile.mounts import split_csv
+    from pybuild.specparse import CsvError, split_csv
 
     environ = os.environ if environ is None else environ
     try:
         fields = split_csv(text)
-    except DockerfileError as exc:
-        raise ConfigError(f"--secret {text}: {exc.message}") from None
+    except CsvError as exc:
+        raise ConfigError(f"--secret {text}: failed to parse csv mounts: {exc}") from None
     values: dict[str, str] = {}
     kind = ""
     for item in fields:

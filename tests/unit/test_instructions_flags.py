@@ -13,7 +13,7 @@ from pybuild.dockerfile.flags import (
     strings_flag,
     suggest,
 )
-from pybuild.dockerfile.mounts import parse_mount, parse_ram_size, split_csv
+from pybuild.dockerfile.mounts import parse_mount, parse_ram_size
 from pybuild.errors import DockerfileError
 
 SPECS = (bool_flag("link"), string_flag("from"), string_flag("network", "default"), strings_flag("mount"))
@@ -177,7 +177,6 @@ def test_mount_secret_and_ssh() -> None:
 def test_mount_quoted_csv_field() -> None:
     mount = parse_mount('type=bind,"target=/a,b",source=x')
     assert mount.target == "/a,b"
-    assert split_csv('a,"b ""q""",c') == ["a", 'b "q"', "c"]
 
 
 def test_mount_variables_are_deferred() -> None:
