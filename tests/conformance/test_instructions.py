@@ -18,9 +18,7 @@ from pybuild.dockerfile.commands import ArgCommand, CopyCommand, HealthcheckComm
 from pybuild.dockerfile.instructions import parse_instruction, to_stages
 from pybuild.errors import DockerfileError
 from pybuild.source import Span
-from tests.conftest import CONFORMANCE, conformance_path
-
-CASES_FILE = CONFORMANCE / "buildkit-parser" / "extracted" / "instruction_cases.json"
+from tests.conftest import conformance_path
 
 
 @cache
@@ -35,17 +33,8 @@ def cases(section: str) -> Any:
 
 
 def _params(section: str, case_id: Callable[[dict[str, Any]], str]) -> list[Any]:
-    """Parametrize over `section`, or one placeholder case that reports the missing data."""
-    if not CASES_FILE.exists():
-        return [pytest.param(None, id="data-missing")]
+    """Parametrize over `section`."""
     return [pytest.param(case, id=case_id(case)) for case in cases(section)]
-
-
-def _case(case: dict[str, Any] | None) -> dict[str, Any]:
-    if case is None:
-        conformance_path("buildkit-parser", "extracted", "instruction_cases.json")
-        raise AssertionError("unreachable: conformance_path fails")
-    return case
 
 
 def parse(text: str) -> ParseResult:
@@ -75,24 +64,21 @@ def hand_node(instruction: str, args: list[str], *, json_form: bool = False) -> 
 
 
 @pytest.mark.parametrize("case", _params("arity_errors", lambda c: c["dockerfile"]))
-def test_arity_errors(case: dict[str, Any] | None) -> None:
-    case = _case(case)
+def test_arity_errors(case: dict[str, Any]) -> None:
     err = expect_error("FROM scratch\n" + case["dockerfile"] + "\n")
     assert case["expected_error"] in err.message
     assert err.span is not None and err.span.line == 2
 
 
 @pytest.mark.parametrize("case", _params("node_level_errors", lambda c: c["instruction"] + repr(c["ast_args"])))
-def test_node_level_errors(case: dict[str, Any] | None) -> None:
-    case = _case(case)
+def test_node_level_errors(case: dict[str, Any]) -> None:
     with pytest.raises(DockerfileError) as info:
         parse_instruction(hand_node(case["instruction"], case["ast_args"]))
     assert case["expected_error"] in info.value.message
 
 
 @pytest.mark.parametrize("case", _params("error_cases", lambda c: c["name"] + ":" + c["dockerfile"][:12]))
-def test_error_cases(case: dict[str, Any] | None) -> None:
-    case = _case(case)
+def test_error_cases(case: dict[str, Any]) -> None:
     err = expect_error("FROM scratch\n" + case["dockerfile"] + "\n")
     assert case["expected_error"] in err.message
     assert err.span is not None and err.source is not None
@@ -112,8 +98,7 @@ def test_healthcheck_shell_form_parsed() -> None:
 
 
 @pytest.mark.parametrize("case", _params("healthcheck_interval", lambda c: c["value"]))
-def test_healthcheck_interval(case: dict[str, Any] | None) -> None:
-    case = _case(case)
+def test_healthcheck_interval(case: dict[str, Any]) -> None:
     text = f"HEALTHCHECK --interval={case['value']} CMD true\n"
     if case.get("ok"):
         assert isinstance(first_command(text), HealthcheckCommand)
@@ -143,8 +128,7 @@ def test_doc_comments() -> None:
 
 
 @pytest.mark.parametrize("case", _params("copy_heredoc_cases", lambda c: c["dockerfile"][:30]))
-def test_copy_heredoc_cases(case: dict[str, Any] | None) -> None:
-    case = _case(case)
+def test_copy_heredoc_cases(case: dict[str, Any]) -> None:
     command = first_command(case["dockerfile"] + "\n")
     assert isinstance(command, CopyCommand)
     assert command.dest == case["dest"]
@@ -154,8 +138,7 @@ def test_copy_heredoc_cases(case: dict[str, Any] | None) -> None:
 
 
 @pytest.mark.parametrize("case", _params("run_heredoc_cases", lambda c: c["dockerfile"][:30]))
-def test_run_heredoc_cases(case: dict[str, Any] | None) -> None:
-    case = _case(case)
+def test_run_heredoc_cases(case: dict[str, Any]) -> None:
     command = first_command(case["dockerfile"] + "\n")
     assert isinstance(command, RunCommand)
     assert command.prepend_shell is case["prepend_shell"]

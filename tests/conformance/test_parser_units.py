@@ -21,7 +21,7 @@ from pybuild.dockerfile.parser import (
     parse_words,
 )
 from pybuild.errors import DockerfileError
-from tests.conftest import CONFORMANCE, conformance_path
+from tests.conftest import conformance_path
 
 _FILE = ("buildkit-parser", "extracted", "parser_unit_cases.json")
 
@@ -32,42 +32,29 @@ def _load() -> dict[str, Any]:
     return data
 
 
-def _raw() -> dict[str, Any]:
-    path = CONFORMANCE.joinpath(*_FILE)
-    return json.loads(path.read_text("utf-8")) if path.exists() else {}
-
-
 def _section(key: str, sub: str | None = None) -> list[Any]:
-    """Cases for parametrize at collection time; one placeholder when the data is missing."""
-    data = _raw().get(key, {})
+    """Cases for parametrize at collection time."""
+    data = _load()[key]
     if sub is not None:
         data = data.get(sub, []) if isinstance(data, dict) else []
     elif isinstance(data, dict):
         data = data.get("cases", [])
-    return list(data) or [None]
-
-
-def _need(case: Any) -> Any:
-    if case is None:
-        _load()  # fails: the data is missing
-    return case
+    assert data, f"no cases in {key}" + (f".{sub}" if sub else "")
+    return list(data)
 
 
 @pytest.mark.parametrize("case", _section("parse_words"))
 def test_parse_words(case: dict[str, Any]) -> None:
-    case = _need(case)
     assert parse_words(case["input"]) == case["expected"]
 
 
 @pytest.mark.parametrize("case", _section("json_arrays", "valid"))
 def test_json_valid(case: dict[str, Any]) -> None:
-    case = _need(case)
     assert parse_json_array(case["input"]) == case["expected"]
 
 
 @pytest.mark.parametrize("text", _section("json_arrays", "invalid"))
 def test_json_invalid(text: str) -> None:
-    text = _need(text)
     with pytest.raises(DockerfileError, match="string"):
         parse_json_array(text)
 
@@ -102,7 +89,6 @@ def _heredoc(doc: dict[str, Any]) -> Heredoc:
 
 @pytest.mark.parametrize("case", _section("heredoc_extraction"))
 def test_heredoc_extraction(case: dict[str, Any]) -> None:
-    case = _need(case)
     nodes = parse(_load()["heredoc_extraction"]["dockerfile"]).nodes
     expected = tuple(_heredoc(doc) for doc in case["heredocs"] or ())
     assert nodes[case["child_index"]].heredocs == expected
@@ -126,44 +112,41 @@ def test_heredoc_chomp() -> None:
 
 @pytest.mark.parametrize("word", _section("heredoc_token", "valid"))
 def test_heredoc_token_valid(word: str) -> None:
-    doc = parse_heredoc(_need(word))
+    doc = parse_heredoc(word)
     assert doc is not None and doc.name == "EOF"
 
 
 @pytest.mark.parametrize("word", _section("heredoc_token", "invalid"))
 def test_heredoc_token_invalid(word: str) -> None:
     with pytest.raises(DockerfileError):
-        parse_heredoc(_need(word))
+        parse_heredoc(word)
 
 
 @pytest.mark.parametrize("word", _section("heredoc_token", "not_heredoc"))
 def test_heredoc_token_not_heredoc(word: str) -> None:
-    assert parse_heredoc(_need(word)) is None
+    assert parse_heredoc(word) is None
 
 
 @pytest.mark.parametrize("case", _section("heredocs_from_line"))
 def test_heredocs_from_line(case: dict[str, Any]) -> None:
-    case = _need(case)
     assert [doc.name for doc in heredocs_from_line(case["line"])] == case["names"]
 
 
 @pytest.mark.parametrize("case", _section("directives", "escape_cases"))
 def test_escape_directives(case: dict[str, Any]) -> None:
-    case = _need(case)
     found = [{"name": match.name, "value": match.cmdline} for match in parse_directives(case["input"])]
     assert found == case["expected"]
 
 
 def _input(case: dict[str, Any]) -> str | bytes:
-    if case.get("input_bytes_prefix_utf8_bom"):
-        return b"\xef\xbb\xbf" + case["input"].encode()
     text: str = case["input"]
+    if case.get("input_bytes_prefix_utf8_bom"):
+        return b"\xef\xbb\xbf" + text.encode()
     return text
 
 
 @pytest.mark.parametrize("case", _section("directives", "detect_syntax_cases"))
 def test_detect_syntax(case: dict[str, Any]) -> None:
-    case = _need(case)
     match = detect_syntax(_input(case))
     assert (match is not None) == case["found"]
     if match is not None:
@@ -178,7 +161,6 @@ def test_detect_syntax(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", _section("directives", "check_directive_cases"))
 def test_check_directive(case: dict[str, Any]) -> None:
-    case = _need(case)
     match = parse_directive("check", _input(case))
     assert (match is not None) == case["found"]
     if match is not None:
@@ -191,7 +173,6 @@ def test_check_directive(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", _section("name_val"))
 def test_name_val(case: dict[str, Any]) -> None:
-    case = _need(case)
     text = f"FROM scratch\n{case['instruction']} {case['input']}\n"
     if case.get("expected_error"):
         with pytest.raises(DockerfileError):

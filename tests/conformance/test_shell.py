@@ -1,8 +1,4 @@
-"""BuildKit's shell-expansion tables (README section 2) run through `pybuild.dockerfile.shell.Lexer`.
-
-Cases are parametrized by name when the data is present at collection time; when it is absent a single
-placeholder case calls `conformance_path`, which fails the test.
-"""
+"""BuildKit's shell-expansion tables (README section 2) run through `pybuild.dockerfile.shell.Lexer`."""
 
 from __future__ import annotations
 
@@ -14,7 +10,7 @@ import pytest
 
 from pybuild.dockerfile.shell import Lexer, build_env_map
 from pybuild.errors import DockerfileError
-from tests.conftest import CONFORMANCE, conformance_path
+from tests.conftest import conformance_path
 
 SHELL_DIR = "buildkit-shell"
 ENV_VAR_ENV = ["PWD=/home", "SHELL=bash", "KOREAN=한국어", "NULL="]
@@ -23,11 +19,8 @@ WINDOWS = Lexer("\\", case_insensitive=True)
 
 
 def _params(name: str, load: Any) -> list[Any]:
-    """Parametrize over the cases in `name`, or one placeholder that reports the missing data."""
-    path = CONFORMANCE / SHELL_DIR / name
-    if not path.exists():
-        return [pytest.param(None, id="data-missing")]
-    return [pytest.param(case, id=case_id) for case_id, case in load(path)]
+    """Parametrize over the cases in `name`."""
+    return [pytest.param(case, id=case_id) for case_id, case in load(conformance_path(SHELL_DIR, name))]
 
 
 def _load_env_var_test(path: Path) -> list[tuple[str, tuple[str, str, str]]]:
@@ -72,14 +65,8 @@ def _load_platform(path: Path) -> list[tuple[str, Any]]:
     return [(f"run{i}", (example["input"], run)) for i, run in enumerate(example["runs"])]
 
 
-def _require(name: str) -> None:
-    conformance_path(SHELL_DIR, name)
-
-
 @pytest.mark.parametrize("case", _params("envVarTest", _load_env_var_test))
-def test_env_var_test(case: tuple[str, str, str] | None) -> None:
-    _require("envVarTest")
-    assert case is not None
+def test_env_var_test(case: tuple[str, str, str]) -> None:
     platform, source, expected = case
     lexers = {"A": (UNIX, WINDOWS), "U": (UNIX,), "W": (WINDOWS,)}[platform]
     for lexer in lexers:
@@ -92,9 +79,7 @@ def test_env_var_test(case: tuple[str, str, str] | None) -> None:
 
 
 @pytest.mark.parametrize("case", _params("wordsTest", _load_words_test))
-def test_words_test(case: tuple[tuple[str, ...], str, list[str]] | None) -> None:
-    _require("wordsTest")
-    assert case is not None
+def test_words_test(case: tuple[tuple[str, ...], str, list[str]]) -> None:
     env, source, expected = case
     for env_form in (list(env), build_env_map(list(env))):
         try:
@@ -105,9 +90,7 @@ def test_words_test(case: tuple[tuple[str, ...], str, list[str]] | None) -> None
 
 
 @pytest.mark.parametrize("case", _params("process_word_cases.json", _json_section("process_word_with_matches")))
-def test_process_word_with_matches(case: dict[str, Any] | None) -> None:
-    _require("process_word_cases.json")
-    assert case is not None
+def test_process_word_with_matches(case: dict[str, Any]) -> None:
     if case.get("expected_error"):
         with pytest.raises(DockerfileError):
             UNIX.process_word_with_matches(case["input"], case["envs"])
@@ -119,17 +102,13 @@ def test_process_word_with_matches(case: dict[str, Any] | None) -> None:
 
 
 @pytest.mark.parametrize("case", _params("process_word_cases.json", _load_platform))
-def test_platform_filename_example(case: tuple[str, dict[str, Any]] | None) -> None:
-    _require("process_word_cases.json")
-    assert case is not None
+def test_platform_filename_example(case: tuple[str, dict[str, Any]]) -> None:
     source, run = case
     assert UNIX.process_word(source, run["envs"]) == run["expected"]
 
 
 @pytest.mark.parametrize("case", _params("process_word_cases.json", _json_section("mandatory_var_cases")))
-def test_mandatory_var_cases(case: dict[str, Any] | None) -> None:
-    _require("process_word_cases.json")
-    assert case is not None
+def test_mandatory_var_cases(case: dict[str, Any]) -> None:
     env_list = [f"{key}={value}" for key, value in case["envs"].items()]
     if "expected_error_contains" in case:
         with pytest.raises(DockerfileError, match=case["expected_error_contains"]):
@@ -139,8 +118,6 @@ def test_mandatory_var_cases(case: dict[str, Any] | None) -> None:
 
 
 @pytest.mark.parametrize("case", _params("process_word_cases.json", _json_section("env_lookup_cases")))
-def test_env_lookup_cases(case: dict[str, Any] | None) -> None:
-    _require("process_word_cases.json")
-    assert case is not None
+def test_env_lookup_cases(case: dict[str, Any]) -> None:
     assert build_env_map(case["env_list"]).get(case["lookup"], "") == case["expected"]
     assert UNIX.process_word("${" + case["lookup"] + "}", case["env_list"]) == case["expected"]

@@ -17,15 +17,12 @@ import pytest
 from pybuild.context.entry import Entry
 from pybuild.context.walk import WalkFilter, walk, walk_chain
 from pybuild.errors import ContextError
-from tests.conftest import CONFORMANCE, conformance_path
-
-CASES = CONFORMANCE / "fsutil-walker" / "walker_filter_cases.json"
+from tests.conftest import conformance_path
 
 
 def _params() -> list[Any]:
-    if not CASES.exists():
-        return [pytest.param(None, id="data-missing")]
-    cases = json.loads(CASES.read_text(encoding="utf-8"))["cases"]
+    path = conformance_path("fsutil-walker", "walker_filter_cases.json")
+    cases = json.loads(path.read_text(encoding="utf-8"))["cases"]
     return [pytest.param(case, id=f"{i:02d}-{case['test']}") for i, case in enumerate(cases)]
 
 
@@ -56,8 +53,6 @@ def _line(entry: Entry) -> str:
 
 @pytest.mark.parametrize("case", _params())
 def test_walker_case(case: Any, tmp_path: Path) -> None:
-    if case is None:
-        conformance_path("fsutil-walker", "walker_filter_cases.json")
     _build(tmp_path, case["tree"])
     layers = [_layer(spec) for spec in case.get("filter_chain", [case.get("filter", {})])]
 
