@@ -36,13 +36,15 @@ from typing import Final
 
 from pybuild.errors import InternalError, StoreError
 
-__all__ = ["canonical_json", "digest_hex", "go_text", "key_json", "parse_digest", "sha256_digest",
-           "validate_digest"]
+__all__ = ["OCI_ALGORITHMS", "canonical_json", "digest_hex", "digest_parts", "go_text", "key_json",
+           "parse_digest", "sha256_digest", "validate_digest"]
 
 # OCI image-spec descriptor.md: algorithm and encoded parts of a digest.
 _DIGEST_RE: Final = re.compile(r"([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
-# Registered algorithms and the exact form of their encoded part (lower-case hex of a fixed length).
-_HEX_LENGTHS: Final[dict[str, int]] = {"sha256": 64, "sha512": 128}
+# Algorithms and the exact form of their encoded part (lower-case hex of a fixed length): go-digest's.
+_HEX_LENGTHS: Final[dict[str, int]] = {"sha256": 64, "sha384": 96, "sha512": 128}
+# The ones the OCI image spec registers (descriptor.md): what a document, blob or cache key may use.
+OCI_ALGORITHMS: Final = ("sha256", "sha512")
 _HEX_RE: Final = re.compile(r"[0-9a-f]+")
 # Lone surrogates that are not surrogate escapes of a byte (those are \udc80-\udcff).
 _LONE: Final = re.compile("[\ud800-\udc7f\udd00-\udfff]")
@@ -54,24 +56,41 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def _check(text: object, algorithms: tuple[str, ...]) -> tuple[str, str] | str:
+    """(algorithm, encoded) of a valid digest, else why it is not one. pybuild's one digest validator:
+    every other check (`parse_digest`, `digest_parts`, the store's and the snapshots' sha256-only names,
+    the registry client, ADD --checksum) goes through here."""
+    if not isinstance(text, str):
+        return f"invalid digest: expected a string, got {type(text).__name__}"
+    match = _DIGEST_RE.fullmatch(text)
+    if match is None:
+        return f"invalid digest format: {text!r}"
+    algorithm, encoded = match.group(1), match.group(2)
+    length = _HEX_LENGTHS.get(algorithm) if algorithm in algorithms else None
+    if length is None:
+        return f"unsupported digest algorithm: {algorithm!r} in {text!r}"
+    if len(encoded) != length or _HEX_RE.fullmatch(encoded) is None:
+        return f"invalid digest {text!r}: {algorithm} needs {length} lower-case hex characters"
+    return algorithm, encoded
+
+
 def parse_digest(text: str) -> tuple[str, str]:
     """Split and validate a digest: `"sha256:ab…"` → `("sha256", "ab…")`.
 
     Only registered algorithms (sha256, sha512) are accepted, with lower-case hex of the right length;
     anything else is a StoreError saying why.
     """
-    if not isinstance(text, str):
-        raise StoreError(f"invalid digest: expected a string, got {type(text).__name__}")
-    match = _DIGEST_RE.fullmatch(text)
-    if match is None:
-        raise StoreError(f"invalid digest format: {text!r}")
-    algorithm, encoded = match.group(1), match.group(2)
-    length = _HEX_LENGTHS.get(algorithm)
-    if length is None:
-        raise StoreError(f"unsupported digest algorithm: {algorithm!r} in {text!r}")
-    if len(encoded) != length or _HEX_RE.fullmatch(encoded) is None:
-        raise StoreError(f"invalid digest {text!r}: {algorithm} needs {length} lower-case hex characters")
-    return algorithm, encoded
+    checked = _check(text, OCI_ALGORITHMS)
+    if isinstance(checked, str):
+        raise StoreError(checked)
+    return checked
+
+
+def digest_parts(text: str, algorithms: tuple[str, ...] = OCI_ALGORITHMS) -> tuple[str, str] | None:
+    """`parse_digest` for a caller with its own error: (algorithm, hex) of a valid digest using one of
+    `algorithms` (any of sha256, sha384, sha512), else None."""
+    checked = _check(text, algorithms)
+    return None if isinstance(checked, str) else checked
 
 
 def validate_digest(text: str) -> str:

@@ -23,9 +23,9 @@ import pickle
 import secrets
 from collections.abc import Mapping
 
-from pybuild.version import __version__
 from pybuild.plan.ops import Plan
 from pybuild.record import record
+from pybuild.version import __version__
 
 __all__ = ["PlanMemo", "load_memo", "memo_key", "save_memo"]
 

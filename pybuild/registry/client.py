@@ -62,14 +62,13 @@ from typing import BinaryIO, Final
 
 import httpx
 
-from pybuild.version import __version__
+from pybuild.digest import digest_parts
 from pybuild.errors import RegistryError, StoreError
 from pybuild.registry import bounds, settings
 from pybuild.registry.auth import Authenticator, TokenRequest, pull_scope, push_scope
 from pybuild.registry.dockerconfig import Credentials
 from pybuild.registry.wire import (
     ACCEPT_MANIFESTS,
-    DIGEST_RE,
     LINK_RE,
     MANIFEST_TYPES,
     READ_CHUNK,
@@ -88,6 +87,7 @@ from pybuild.registry.wire import (
     unverified_context,
     watch_client,
 )
+from pybuild.version import __version__
 
 __all__ = ["ACCEPT_MANIFESTS", "RegistryClient", "Writable", "client_for", "close_clients"]
 
@@ -184,9 +184,10 @@ class RegistryClient:
         return f"{self.host}/{repo}{separator}{reference}"
 
     def _check_digest(self, digest: str) -> str:
-        if not DIGEST_RE.fullmatch(digest):
+        parts = digest_parts(digest)
+        if parts is None:
             raise RegistryError(f"invalid digest: {digest!r}")
-        return digest.split(":", 1)[0]
+        return parts[0]
 
     def _transport_error(self, exc: BaseException) -> RegistryError:
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)):
@@ -412,7 +413,7 @@ class RegistryClient:
         digest = response.headers.get("Docker-Content-Digest", "")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         length = response.headers.get("Content-Length", "")
-        if DIGEST_RE.fullmatch(digest) and media_type in MANIFEST_TYPES and length.isdigit():
+        if digest_parts(digest) is not None and media_type in MANIFEST_TYPES and length.isdigit():
             return digest, media_type, int(length)
         data, media_type, digest = self.get_manifest(repo, reference)  # a registry that says too little
         return digest, media_type, len(data)

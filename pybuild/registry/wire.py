@@ -24,7 +24,7 @@ from pybuild.errors import RegistryError
 from pybuild.registry import bounds
 from pybuild.image.spec import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 
-__all__ = ["ACCEPT_MANIFESTS", "DIGEST_RE", "LINK_RE", "MANIFEST_TYPES", "READ_CHUNK", "UPLOAD_CHUNK", "Budget", "Denied",
+__all__ = ["ACCEPT_MANIFESTS", "LINK_RE", "MANIFEST_TYPES", "READ_CHUNK", "UPLOAD_CHUNK", "Budget", "Denied",
            "Retriable", "WatchedBackend", "Writable", "error_detail", "is_dns_failure", "manifest_media_type",
            "read_capped", "unverified_context", "reason", "retry_after_seconds", "ssl_context", "watch_client"]
 
@@ -39,7 +39,6 @@ MAX_BACKOFF: Final = 10.0
 MAX_ERROR_BODY: Final = 64 << 10  # the part of an error answer read for its message
 WRITE_PIECE: Final = 64 << 10  # writes are metered (and may time out) this many bytes at a time
 CERTS_DIR: Final = "/etc/docker/certs.d"
-DIGEST_RE: Final = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
 LINK_RE: Final = re.compile(r'<([^>]*)>\s*;[^,]*rel="?next"?')
 
 

@@ -18,26 +18,26 @@ import fcntl
 import hashlib
 import io
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from types import TracebackType
 from typing import BinaryIO
 
+from pybuild.digest import digest_parts
 from pybuild.errors import StoreError
 from pybuild.store.diskspace import disk_fault
 from pybuild.store.orphans import remove_if_orphaned
 
 CHUNK = 1 << 20
-_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def parse_digest(digest: str) -> str:
-    """The hex part of a `sha256:<hex>` digest; StoreError for anything else."""
-    algo, sep, hexpart = digest.partition(":")
-    if algo != "sha256" or not sep or not _HEX.fullmatch(hexpart):
+    """The hex part of a `sha256:<hex>` digest (the only kind the store names blobs by); StoreError for
+    anything else."""
+    parts = digest_parts(digest, ("sha256",))
+    if parts is None:
         raise StoreError(f"bad digest: {digest!r} (want sha256:<64 lowercase hex digits>)")
-    return hexpart
+    return parts[1]
 
 
 def fsync_dir(path: str) -> None:
@@ -304,7 +304,7 @@ class BlobStore:
         """Every blob in the store (names that are not sha256 hex are ignored)."""
         with os.scandir(self.blob_dir) as entries:
             for entry in entries:
-                if _HEX.fullmatch(entry.name):
+                if digest_parts("sha256:" + entry.name, ("sha256",)) is not None:
                     yield "sha256:" + entry.name
 
     def delete(self, digest: str) -> bool:

@@ -47,6 +47,7 @@ from typing import IO
 from urllib.parse import unquote, urlsplit
 
 from pybuild.context.sources import CopyItem, TreeView, resolve_dest, select_sources
+from pybuild.digest import digest_parts
 from pybuild.errors import PybuildError, StepFailed
 from pybuild.worker.fileops import (
     ChmodFn,
@@ -63,7 +64,7 @@ from pybuild.worker.rootfs_path import RootDir, clean_path
 __all__ = ["add_sources", "add_url", "archive_kind", "extract_archive", "is_git_url", "is_url"]
 
 _GIT_URL = re.compile(r"^(git://|git@|ssh://|github\.com/)|^https?://\S+?\.git(#.*)?$")
-_DIGEST = {"sha256": 64, "sha384": 96, "sha512": 128}
+_DIGEST = ("sha256", "sha384", "sha512")
 _MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
 _UNNAMED = "__unnamed__"
 DEFAULT_TIMEOUT = 60.0
@@ -218,10 +219,10 @@ def _exists(dir_fd: int, name: str) -> bool:
 # ---------------------------------------------------------------------------------------------- URLs
 
 def _parse_checksum(checksum: str) -> tuple[str, str]:
-    algo, _, hexdigest = checksum.partition(":")
-    if algo not in _DIGEST or len(hexdigest) != _DIGEST[algo] or not re.fullmatch(r"[0-9a-f]+", hexdigest):
+    parts = digest_parts(checksum, _DIGEST)
+    if parts is None:
         raise StepFailed(f"ADD --checksum: invalid digest {checksum!r} (want sha256:<64 hex digits>)")
-    return algo, hexdigest
+    return parts
 
 
 def _url_name(url: str) -> str:

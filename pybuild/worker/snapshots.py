@@ -42,6 +42,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
+from pybuild.digest import digest_parts
 from pybuild.errors import InternalError, StoreError
 from pybuild.record import record
 from pybuild.rootless import in_userns
@@ -94,10 +95,10 @@ def chain_ids(diff_ids: Sequence[str]) -> tuple[str, ...]:
 
 
 def _hex(digest: str) -> str:
-    algo, _, value = digest.partition(":")
-    if algo != "sha256" or len(value) != 64 or not all(c in "0123456789abcdef" for c in value):
+    parts = digest_parts(digest, ("sha256",))
+    if parts is None:
         raise StoreError(f"bad snapshot id: {digest!r}")
-    return value
+    return parts[1]
 
 
 def _syncfs(path: str) -> None:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pybuild.digest import canonical_json, go_text, key_json
+from pybuild.digest import canonical_json, digest_parts, go_text, key_json
 
 
 def undecodable(data: bytes) -> str:
@@ -50,3 +50,14 @@ def test_different_bytes_never_share_key_bytes(one: bytes, other: bytes) -> None
 def test_documents_may_share_bytes_where_keys_do_not() -> None:
     # Go writes both as U+FFFD: that is why keys are not made from documents
     assert canonical_json([undecodable(b"\xff")]) == canonical_json([undecodable(b"\xfe")])
+
+
+def test_digest_parts_is_parse_digest_without_the_error() -> None:
+    good = "sha256:" + "a" * 64
+    assert digest_parts(good) == ("sha256", "a" * 64)
+    assert digest_parts("sha512:" + "b" * 128) == ("sha512", "b" * 128)
+    assert digest_parts("sha512:" + "b" * 128, ("sha256",)) is None  # the store names blobs by sha256 only
+    assert digest_parts("sha384:" + "c" * 96) is None  # not an OCI algorithm
+    assert digest_parts("sha384:" + "c" * 96, ("sha256", "sha384", "sha512")) == ("sha384", "c" * 96)  # ADD
+    for bad in ("sha256:" + "A" * 64, "sha256:" + "a" * 63, "sha256", "", "md5:" + "a" * 32, " " + good):
+        assert digest_parts(bad) is None
