@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from pybuild.context.checksum import TreeChecksums
     from pybuild.context.context import BuildContext
     from pybuild.context.entry import Entry
-    from pybuild.store.store import Store
 
 
 def read_dockerfile(path: str) -> tuple[bytes, str]:
@@ -139,96 +138,56 @@ def _human_size(size: int) -> str:
 # --- store and image commands -----------------------------------------------------------------------------
 
 
-def _open_store() -> Store:
-    from pybuild.registry.blobsource import FETCHERS
-    from pybuild.store.store import Store
-
-    store = Store.open(fetchers=FETCHERS)
-    for warning in store.warnings:  # what opening it repaired (store directories open to other users)
-        print(f"warning: {warning}", file=sys.stderr)
-    return store
+def _warn(text: str) -> None:
+    """What opening the store repaired (store directories open to other users)."""
+    print(f"warning: {text}", file=sys.stderr)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     """`pybuild import [-m MSG] ROOTFS [NAME[:TAG]]`: a one-layer image from a rootfs tar; prints its ID."""
-    from pybuild.store.images import import_rootfs
+    from pybuild.api import ImportRequest, import_image
 
-    if not os.path.isfile(args.file):
-        raise ConfigError(f"cannot import {args.file}: no such file")
-    with _open_store() as store:
-        image = import_rootfs(store, args.file, args.name, message=args.message)
-    print(image.id)
+    result = import_image(ImportRequest(file=args.file, name=args.name, message=args.message), _warn)
+    print(result.image_id)
     return 0
 
 
 def cmd_load(args: argparse.Namespace) -> int:
     """`pybuild load -i PATH`: every image of an OCI layout or docker-archive, verified, then tagged."""
-    from pybuild.store.archive import load_archive
-    from pybuild.store.images import familiar_name
+    from pybuild.api import LoadRequest, load
 
-    with _open_store() as store:
-        images = load_archive(store, args.input)
+    result = load(LoadRequest(input=args.input), _warn)
     if not args.quiet:
-        for image in images:
-            names = [n for n in _names_of(image.name)]
-            print(f"Loaded image: {familiar_name(names[0])}" if names else f"Loaded image ID: {image.id}")
+        for image in result.images:
+            print(f"Loaded image: {image.name}" if image.name else f"Loaded image ID: {image.image_id}")
     return 0
-
-
-def _names_of(name: str | None) -> list[str]:
-    return [name] if name else []
 
 
 def cmd_save(args: argparse.Namespace) -> int:
     """`pybuild save [--format oci|docker] [--compression C] NAME -o FILE`: an image as an archive."""
-    from pybuild.export.exporters import export_image
-    from pybuild.export.outputs import parse_output
-    from pybuild.store.images import resolve_image
+    from pybuild.api import SaveRequest, save
 
-    parts = [f"type={args.format}", f"dest={args.output}", f"name={args.image}"]
-    if args.compression:
-        parts.append(f"compression={args.compression}")
-    if args.compression_level is not None:
-        parts.append(f"compression-level={args.compression_level}")
-    spec = parse_output(_csv(parts))
-    with _open_store() as store:
-        image = resolve_image(store, args.image)
-        if image.name is None:
-            from pybuild.record import replace
-
-            spec = replace(spec, names=())
-        with store.shared_lock():
-            export_image(store, image, spec, stdout=sys.stdout.buffer)
+    save(SaveRequest(image=args.image, output=args.output, format=args.format, compression=args.compression,
+                     compression_level=args.compression_level), _warn, stdout=sys.stdout.buffer)
     return 0
-
-
-def _csv(parts: list[str]) -> str:
-    """Join key=value fields as one CSV record (quoting a value that holds a comma or a quote)."""
-    import csv
-    import io
-
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(parts)
-    return out.getvalue()
 
 
 def cmd_images(args: argparse.Namespace) -> int:
     """`pybuild images [-q] [--json]`: the tagged images, newest first."""
-    from pybuild.store.images import list_images
+    from pybuild.api import ImagesRequest, images
 
-    with _open_store() as store:
-        images = list_images(store)
+    found = images(ImagesRequest(), _warn).images
     if args.quiet:
-        for image in images:
+        for image in found:
             print(image.config_digest.removeprefix("sha256:")[:12])
         return 0
     if args.json:
         doc = [{"names": list(i.names), "id": i.config_digest, "digest": i.manifest_digest,
-                "created": i.created, "size": i.size, "platform": i.platform} for i in images]
+                "created": i.created, "size": i.size, "platform": i.platform} for i in found]
         print(json.dumps(doc, indent=2))
         return 0
     rows = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "PLATFORM", "SIZE")]
-    for image in images:
+    for image in found:
         for name in image.names:
             repo, _, tag = name.rpartition(":")
             if "@" in name:  # pulled by digest (`REPO@sha256:...`): docker shows such an image untagged
@@ -247,23 +206,20 @@ def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """`pybuild inspect NAME`: one JSON object (id, digest, names, manifest, config)."""
-    from pybuild.store.images import familiar_name, resolve_image
+    from pybuild.api import InspectRequest, inspect
 
-    with _open_store() as store:
-        image = resolve_image(store, args.image)
-        tags = sorted(familiar_name(t.name) for t in store.index.list_tags() if t.digest == image.manifest_digest)
-        row = store.index.get_image(image.manifest_digest)
+    result = inspect(InspectRequest(image=args.image), _warn)
     doc = {
-        "id": image.id,
-        "digest": image.manifest_digest,
-        "repoTags": tags,
-        "mediaType": image.manifest.media_type,
-        "platform": image.platform,
-        "created": image.config.get("created"),
-        "size": row.size if row is not None else None,
-        "layers": list(image.diff_ids),
-        "manifest": json.loads(image.manifest_bytes),
-        "config": image.config,
+        "id": result.image_id,
+        "digest": result.digest,
+        "repoTags": list(result.repo_tags),
+        "mediaType": result.media_type,
+        "platform": result.platform,
+        "created": result.created,
+        "size": result.size,
+        "layers": list(result.layers),
+        "manifest": result.manifest,
+        "config": result.config,
     }
     print(json.dumps(doc, indent=2, ensure_ascii=False))
     return 0
@@ -271,64 +227,49 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """`pybuild history NAME`: the history entries, newest first, with the layer each one made."""
-    from pybuild.store.images import resolve_image
+    from pybuild.api import HistoryRequest, history
 
-    with _open_store() as store:
-        image = resolve_image(store, args.image)
-        sizes = [store.index.layer_size(d) for d in image.diff_ids]
-    entries = image.config.get("history") or []
-    layer = 0
+    result = history(HistoryRequest(image=args.image), _warn)
     rows: list[tuple[str, ...]] = [("CREATED", "CREATED BY", "SIZE", "COMMENT")]
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict):
-            continue
-        size = "0 B"
-        if not entry.get("empty_layer") and layer < len(sizes):
-            size = _human_size(sizes[layer] or 0)
-            layer += 1
-        created_by = str(entry.get("created_by", ""))
+    for entry in reversed(result.entries):
+        created_by = entry.created_by
         if not args.no_trunc and len(created_by) > 45:
             created_by = created_by[:44] + "…"
-        rows.append((str(entry.get("created", "")), created_by, size, str(entry.get("comment", ""))))
-    _print_table([rows[0], *reversed(rows[1:])])
+        rows.append((entry.created, created_by, _human_size(entry.size), entry.comment))
+    _print_table(rows)
     return 0
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
     """`pybuild tag SOURCE TARGET`."""
-    from pybuild.store.images import tag_image
+    from pybuild.api import TagRequest, tag
 
-    with _open_store() as store:
-        tag_image(store, args.source, args.target)
+    tag(TagRequest(source=args.source, target=args.target), _warn)
     return 0
 
 
 def cmd_rmi(args: argparse.Namespace) -> int:
     """`pybuild rmi [-f] NAME...`: remove each name; one that cannot be removed is an error line and exit 1,
     and the others are still removed (as docker does)."""
+    from pybuild.api import RmiRequest, rmi
     from pybuild.cli.render import render_error
-    from pybuild.errors import StoreError
-    from pybuild.store.images import familiar_name, remove_image
 
     code = 0
-    with _open_store() as store:
-        for name in args.images:
-            try:
-                removed = remove_image(store, name, force=args.force)
-            except StoreError as exc:
-                print(render_error(exc), file=sys.stderr)
-                code = 1
-                continue
-            for tag in removed:
-                print(f"Untagged: {familiar_name(tag)}")
+    for item in rmi(RmiRequest(images=tuple(args.images), force=args.force), _warn).items:
+        if item.error is not None:
+            print(render_error(item.error), file=sys.stderr)
+            code = 1
+        for tag in item.untagged:
+            print(f"Untagged: {tag}")
     return code
 
 
 def cmd_du(args: argparse.Namespace) -> int:
     """`pybuild du [--verify]`: blob counts and bytes; with --verify, every blob re-hashed (exit 1 on damage)."""
-    with _open_store() as store:
-        usage = store.du()
-        problems = store.verify_all() if args.verify else []
+    from pybuild.api import DuRequest, du
+
+    result = du(DuRequest(verify=args.verify), _warn)
+    usage = result.usage
     rows: list[tuple[str, ...]] = [("KIND", "BLOBS", "SIZE")]
     rows += [(k.kind, str(k.count), _human_size(k.bytes)) for k in usage.kinds]
     rows += [("total", str(usage.count), _human_size(usage.bytes)),
@@ -338,10 +279,10 @@ def cmd_du(args: argparse.Namespace) -> int:
         rows.append(("temp files", str(usage.temp_count), _human_size(usage.temp_bytes)))
     _print_table(rows)
     if args.verify:
-        for problem in problems:
+        for problem in result.problems:
             print(f"error: {problem.message}", file=sys.stderr)
-        if problems:
-            print(f"verify: {len(problems)} problem(s) found", file=sys.stderr)
+        if result.problems:
+            print(f"verify: {len(result.problems)} problem(s) found", file=sys.stderr)
             return 1
         print(f"verify: {usage.count} blob(s) ok")
     return 0
@@ -349,58 +290,11 @@ def cmd_du(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """`pybuild prune [--keep-storage SIZE] [--filter until=DURATION]`: remove unreferenced blobs."""
-    keep = parse_size(args.keep_storage) if args.keep_storage is not None else None
-    until: float | None = None
-    for item in args.filter:
-        key, sep, value = item.partition("=")
-        if key.strip().lower() != "until" or not sep:
-            raise ConfigError(f"invalid prune filter {item!r}", hint="the filter prune takes is until=DURATION")
-        until = _parse_until(value.strip())
-    from pybuild.cache.index import CacheIndex
-    from pybuild.worker.snapshots import Snapshots
+    from pybuild.api import PruneRequest, prune
 
-    with _open_store() as store:
-        dropped: list[str] = []
-        if keep is not None or args.all:
-            # cache entries go least recently used first until their layers fit (all of them with --all)
-            dropped = CacheIndex(store).prune_lru(0 if args.all else keep or 0)
-        report = store.prune(keep_storage=keep, until_seconds=until,
-                             on_wait=lambda message: print(message, file=sys.stderr))
-        with store.exclusive_lock():
-            from pybuild.worker.executor import reap_stale_runs
-
-            reap_stale_runs(store.root)
-            snapshots = Snapshots.open(store).prune(store)
-    print(f"removed {len(dropped)} cache entr{'y' if len(dropped) == 1 else 'ies'}, {len(report.removed)} "
-          f"blob(s) and {snapshots} snapshot(s), reclaimed {_human_size(report.reclaimed)}; "
-          f"the store now holds {_human_size(report.after)}")
+    request = PruneRequest(keep_storage=args.keep_storage, filters=tuple(args.filter), all=args.all)
+    result = prune(request, _warn, on_wait=lambda message: print(message, file=sys.stderr))
+    print(f"removed {result.cache_entries} cache entr{'y' if result.cache_entries == 1 else 'ies'}, "
+          f"{result.blobs} blob(s) and {result.snapshots} snapshot(s), "
+          f"reclaimed {_human_size(result.reclaimed)}; the store now holds {_human_size(result.after)}")
     return 0
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-               "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
-
-
-def parse_size(text: str) -> int:
-    """`10GB`, `512MiB`, `1.5g`, `100` (bytes) → bytes; ConfigError when unreadable."""
-    import re
-
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
-    unit = match.group(2).lower() if match else ""
-    if match is None or unit not in _SIZE_UNITS:
-        raise ConfigError(f"invalid size {text!r}", hint="e.g. 500MB, 10GB, 2GiB or a number of bytes")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
-
-
-def _parse_until(text: str) -> float:
-    """A Go duration (`24h`, `90m`) in seconds; ConfigError when unreadable."""
-    from pybuild.dockerfile.durations import SECOND, parse_duration
-    from pybuild.errors import DockerfileError
-
-    try:
-        nanos = parse_duration(text)
-    except DockerfileError as exc:
-        raise ConfigError(f"invalid prune filter until={text!r}: {exc.message}") from None
-    if nanos < 0:
-        raise ConfigError(f"invalid prune filter until={text!r}: negative duration")
-    return nanos / SECOND

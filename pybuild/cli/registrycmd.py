@@ -1,4 +1,4 @@
-"""`pybuild pull`, `push`, `login` and `logout`: thin commands over `pybuild.registry`.
+"""`pybuild pull`, `push`, `login` and `logout`: thin commands over `pybuild.api`'s registry functions.
 
 Who uses it: `cli/main.py` registers the parsers (`add_registry_parsers`); `buildcmd.py` shares
 `add_insecure_flag` / `apply_insecure`. Progress goes to standard error one line per step; what a script
@@ -25,12 +25,9 @@ def add_insecure_flag(p: Any) -> None:
 
 def apply_insecure(args: argparse.Namespace) -> None:
     """Pass each `--insecure-registry` to the registry settings (for the rest of this process)."""
-    hosts = getattr(args, "insecure_registries", None) or []
-    if hosts:
-        from pybuild.registry.settings import add_insecure_registry
+    from pybuild.api import allow_insecure_registries
 
-        for host in hosts:
-            add_insecure_registry(host)
+    allow_insecure_registries(getattr(args, "insecure_registries", None) or [])
 
 
 def add_registry_parsers(sub: Any) -> None:
@@ -76,48 +73,36 @@ def _stderr(text: str) -> None:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     """`pybuild pull [--platform P] NAME`: prints the stored name."""
-    from pybuild.cli.commands import _open_store
-    from pybuild.registry.pull import pull_image
-    from pybuild.store.images import familiar_name
+    from pybuild.api import PullRequest, pull
+    from pybuild.cli.commands import _warn
 
-    apply_insecure(args)
-    with _open_store() as store:
-        result = pull_image(store, args.name, platform=args.platform, report=None if args.quiet else _stderr)
+    request = PullRequest(name=args.name, platform=args.platform,
+                          insecure_registries=tuple(args.insecure_registries))
+    result = pull(request, _warn, report=None if args.quiet else _stderr)
     if not args.quiet:
-        _stderr(f"Digest: {result.image.manifest_digest}")
-    print(familiar_name(result.name))
+        _stderr(f"Digest: {result.manifest_digest}")
+    print(result.name)
     return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
     """`pybuild push NAME [DEST]`: prints the pushed manifest's digest."""
-    from pybuild.cli.commands import _open_store
-    from pybuild.export.outputs import parse_output
-    from pybuild.registry.push import check_push_name, push_image
-    from pybuild.store.images import resolve_image
+    from pybuild.api import PushRequest, push
+    from pybuild.cli.commands import _warn
 
-    apply_insecure(args)
-    dest = args.dest or args.name
-    check_push_name(dest)
-    # the same checks as -o type=image,push=true (level ranges, zstd needs OCI media types)
-    spec = parse_output(",".join(["type=image", f"name={dest}", f"compression={args.compression}",
-                                  f"oci-mediatypes={'true' if args.format == 'oci' else 'false'}"]
-                                 + ([f"compression-level={args.compression_level}"]
-                                    if args.compression_level is not None else [])))
-    with _open_store() as store:
-        image = resolve_image(store, args.name)
-        result = push_image(store, image, dest, compression=spec.compression, level=spec.compression_level,
-                            oci_mediatypes=spec.use_oci_mediatypes, force=args.force_compression,
-                            report=None if args.quiet else _stderr)
+    request = PushRequest(name=args.name, dest=args.dest, compression=args.compression,
+                          compression_level=args.compression_level, force_compression=args.force_compression,
+                          format=args.format, insecure_registries=tuple(args.insecure_registries))
+    result = push(request, _warn, report=None if args.quiet else _stderr)
     print(result.digest)
     return 0
 
 
 def cmd_login(args: argparse.Namespace) -> int:
     """`pybuild login [-u USER] [-p PASS | --password-stdin] SERVER`."""
-    from pybuild.registry.login import login
+    from pybuild.api import LoginRequest, login
 
-    apply_insecure(args)
+    apply_insecure(args)  # before any prompt: a bad --insecure-registry fails first
     username, password = args.username, args.password
     if args.password_stdin:
         if password is not None:
@@ -131,9 +116,7 @@ def cmd_login(args: argparse.Namespace) -> int:
         username = _ask("Username: ")
     if password is None:
         password = _ask_secret()
-    if not username or not password:
-        raise ConfigError("login needs a user name and a password")
-    login(args.server, username, password)
+    login(LoginRequest(server=args.server, username=username or "", password=password or ""))
     print("Login Succeeded")
     return 0
 
@@ -156,9 +139,9 @@ def _ask_secret() -> str:
 
 def cmd_logout(args: argparse.Namespace) -> int:
     """`pybuild logout SERVER`."""
-    from pybuild.registry.dockerconfig import logout
+    from pybuild.api import LogoutRequest, logout
 
-    if logout(args.server):
+    if logout(LogoutRequest(server=args.server)).logged_in:
         print(f"Removing login credentials for {args.server}")
     else:
         print(f"Not logged in to {args.server}")
