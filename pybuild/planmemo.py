@@ -20,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import secrets
 from collections.abc import Mapping
 
+from pybuild.atomic import write_atomic
 from pybuild.plan.ops import Plan
 from pybuild.record import record
 from pybuild.version import __version__
@@ -91,14 +91,9 @@ def load_memo(store_root: str, key: str) -> PlanMemo | None:
 def save_memo(store_root: str, key: str, memo: PlanMemo) -> None:
     """Store `memo` under `key`; failures are ignored (the memo is only a shortcut)."""
     path = _path(store_root, key)
-    tmp = f"{path}.{secrets.token_hex(4)}.tmp"
+    data = pickle.dumps(memo, protocol=pickle.HIGHEST_PROTOCOL)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as f:
-            pickle.dump(memo, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        write_atomic(path, data, mode=0o644)
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass

@@ -57,13 +57,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
+from pybuild.atomic import AtomicFile
 from pybuild.digest import canonical_json, digest_hex, sha256_digest, validate_digest
 from pybuild.errors import ConfigError, InternalError, StoreError
 from pybuild.image.spec import (
@@ -76,7 +76,7 @@ from pybuild.image.spec import (
 )
 from pybuild.record import record
 from pybuild.specparse import spec_fields
-from pybuild.store.cas import BlobStore, fsync_dir
+from pybuild.store.cas import BlobStore
 
 if TYPE_CHECKING:
     from pybuild.store.store import Store
@@ -293,32 +293,17 @@ def _copy_out(store: Store, layout: BlobStore, digest: str, size: int) -> None:
 
 
 def _replace_file(directory: str, name: str, data: bytes) -> None:
-    """Write `directory/name` atomically: temp file, fsync, rename, fsync of the directory."""
+    """Write `directory/name` atomically (`atomic.AtomicFile`: temp file, fsync, rename, fsync of the
+    directory)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=directory)
+        out = AtomicFile(os.path.join(directory, name), mode=0o644, prefix=f".{name}-")
     except OSError as exc:
         raise ConfigError(f"cannot write the cache to {directory}: {exc.strerror or exc}") from None
     try:
-        with open(fd, "wb") as out:
+        with out:
             out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, os.path.join(directory, name))
-        fsync_dir(directory)
     except OSError as exc:
-        _unlink(tmp)
         raise StoreError(f"cannot write {name} of the cache at {directory}: {exc.strerror or exc}") from None
-    except BaseException:
-        _unlink(tmp)
-        raise
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 # --- import ------------------------------------------------------------------------------------------------

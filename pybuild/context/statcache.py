@@ -33,9 +33,9 @@ from __future__ import annotations
 import marshal
 import os
 import struct
-import tempfile
 from typing import TYPE_CHECKING
 
+from pybuild.atomic import write_atomic
 from pybuild.paths import store_root
 
 if TYPE_CHECKING:
@@ -180,19 +180,7 @@ def _decode(data: bytes, context_path: str) -> dict[str, Row] | None:
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    """temp file in the same directory → write → fsync → os.replace; the temp file never outlives a failure."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".statcache-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """`atomic.write_atomic` (temp file → fsync → os.replace → fsync of the directory), the directory made
+    first."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomic(path, data, prefix=".statcache-")

@@ -160,21 +160,10 @@ def _to_table(data: dict[str, Any]) -> _Table:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    import tempfile  # only when the cache is (re)built
+    from pybuild.atomic import write_atomic  # only when the cache is (re)built
 
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomic(path, text.encode("utf-8"), prefix=".tmp-")
 
 
 def load_table() -> _Table:

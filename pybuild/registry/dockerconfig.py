@@ -31,9 +31,9 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from typing import Any
 
+from pybuild.atomic import write_atomic
 from pybuild.errors import ConfigError, RegistryError
 from pybuild.record import record
 
@@ -205,25 +205,11 @@ def credentials_for(host: str) -> Credentials | None:
 def _write(path: str, config: dict[str, Any]) -> None:
     """Replace `path` atomically with `config` (mode 0600), following a symlinked config file."""
     target = os.path.realpath(path)
-    directory = os.path.dirname(target)
     text = json.dumps(config, indent="\t") + "\n"
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=".config.json-", dir=directory)
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        write_atomic(target, text.encode("utf-8"), prefix=".config.json-")
     except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            os.fchmod(file.fileno(), 0o600)
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, target)
-    except OSError as exc:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 

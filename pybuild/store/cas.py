@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import BinaryIO
 
+from pybuild.atomic import fsync_dir
 from pybuild.digest import digest_parts
 from pybuild.errors import StoreError
 from pybuild.store.diskspace import disk_fault
@@ -38,15 +39,6 @@ def parse_digest(digest: str) -> str:
     if parts is None:
         raise StoreError(f"bad digest: {digest!r} (want sha256:<64 lowercase hex digits>)")
     return parts[1]
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename or unlink in directory `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlobWriter:

@@ -94,7 +94,7 @@ def stage_download(store: Store, desc: Descriptor, diff_id: str, stack: ExitStac
 def commit_downloads(store: Store, staged: Sequence[StagedDownload]) -> None:
     """Name every staged download, make the renames durable (one directory fsync), then record their rows
     (one index transaction): a pull of 20 layers pays two fsyncs here instead of eighty."""
-    from pybuild.store.cas import fsync_dir
+    from pybuild.atomic import fsync_dir
     from pybuild.store.images import LOADED_LEVEL
 
     blobs: list[tuple[str, int, str | None]] = []

@@ -62,6 +62,7 @@ from types import FrameType
 from typing import IO
 
 from pybuild import paths
+from pybuild.atomic import write_atomic
 from pybuild.digest import canonical_json
 from pybuild.errors import ConfigError, StepFailed
 from pybuild.record import record
@@ -422,17 +423,8 @@ class _Run:
         if not isinstance(process, dict) or not process.get("env"):
             return False
         process["env"] = []
-        temp = path + ".pybuild"
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-            try:
-                os.write(fd, json.dumps(config).encode())
-            finally:
-                os.close(fd)
-            os.replace(temp, path)
-        except OSError:  # the container may be gone already, its state dir with it
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
+        with contextlib.suppress(OSError):  # the container may be gone already, its state dir with it
+            write_atomic(path, json.dumps(config).encode())
         return False
 
     def join_readers(self) -> None:

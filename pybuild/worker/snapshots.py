@@ -42,6 +42,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
+from pybuild.atomic import write_atomic
 from pybuild.digest import digest_parts
 from pybuild.errors import InternalError, StoreError
 from pybuild.record import record
@@ -113,12 +114,7 @@ def _syncfs(path: str) -> None:
 
 
 def _write_json(path: str, doc: dict[str, Any]) -> None:
-    tmp = f"{path}.{secrets.token_hex(4)}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(doc, sort_keys=True).encode("utf-8"), mode=0o644)
 
 
 def _rmtree(path: str) -> None:
