@@ -252,17 +252,3 @@ class Plan:
     def to_json(self) -> str:
         """Indented, key-sorted JSON of the whole plan (stable, for tests and diffs)."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False)
-
-    def graph(self) -> Any:
-        """A `networkx.DiGraph`: nodes are digests (attribute `op`), edges run input → user.
-
-        Typed `Any`: networkx ships no type stubs and the project installs none.
-        """
-        import networkx  # type: ignore[import-untyped]  # lazy: only solving and tooling need it
-
-        graph = networkx.DiGraph()
-        for digest, op in self.ops.items():
-            graph.add_node(digest, op=op)
-            for source in op_inputs(op):
-                graph.add_edge(source, digest)
-        return graph

@@ -4,8 +4,8 @@ Design (see docs/ARCHITECTURE.md, "Concurrency and durability"):
 - Threads, not asyncio. One `ThreadPoolExecutor` of `jobs` threads; the main thread keeps the ready queue
   and submits at most `jobs` runs at a time, so ops waiting for a slot have not started and can simply be
   dropped on cancel.
-- Readiness is an in-degree count per op (inputs not yet finished), not networkx: its import costs ~240 ms
-  and a cached no-op rebuild must start fast. `Plan.graph()` stays for dumps and tooling.
+- Readiness is an in-degree count per op (inputs not yet finished): no graph library, whose import would
+  cost a cached no-op rebuild (networkx's was ~240 ms). `plan/graph.py` serves dumps and tooling.
 - Single flight: each cache key (`key_of(op)`, default the digest) runs once. The flight table is a
   `dict[key, Future]` under a lock; an op whose key is already in flight waits for that run and shares its
   result (it is reported as `StepCached`, like BuildKit's merged vertices).
