@@ -11,6 +11,9 @@ repaired; the ones that talk to a registry a `report` for progress.
     tag, rmi                                              image names                   naming.py
     du, prune                                             the store's disk              disk.py
     pull, push, login, logout                             registries                    registry.py
+    parse, check                                          a Dockerfile on its own       dockerfiles.py
+    context                                               a build context's files       buildcontext.py
+    enter_rootless_if_needed                              a non-root build's namespace  session.py
 
 Start-up stays lean: the CLI imports this package on every start, so each name is loaded from its module
 on first use (`__getattr__`: `pybuild images` never loads the build's module), and every function imports
@@ -29,6 +32,11 @@ if TYPE_CHECKING:
     from pybuild.api.building import BuildRequest as BuildRequest
     from pybuild.api.building import BuildResult as BuildResult
     from pybuild.api.building import build as build
+    from pybuild.api.buildcontext import ContextFile as ContextFile
+    from pybuild.api.buildcontext import ContextRequest as ContextRequest
+    from pybuild.api.buildcontext import ContextResult as ContextResult
+    from pybuild.api.buildcontext import context as context
+    from pybuild.api.buildcontext import display_path as display_path
     from pybuild.api.disk import DuRequest as DuRequest
     from pybuild.api.disk import DuResult as DuResult
     from pybuild.api.disk import PruneRequest as PruneRequest
@@ -36,6 +44,12 @@ if TYPE_CHECKING:
     from pybuild.api.disk import du as du
     from pybuild.api.disk import parse_size as parse_size
     from pybuild.api.disk import prune as prune
+    from pybuild.api.dockerfiles import CheckRequest as CheckRequest
+    from pybuild.api.dockerfiles import CheckResult as CheckResult
+    from pybuild.api.dockerfiles import ParseRequest as ParseRequest
+    from pybuild.api.dockerfiles import ParseResult as ParseResult
+    from pybuild.api.dockerfiles import check as check
+    from pybuild.api.dockerfiles import parse as parse
     from pybuild.api.archives import ImportRequest as ImportRequest
     from pybuild.api.archives import ImportResult as ImportResult
     from pybuild.api.archives import LoadRequest as LoadRequest
@@ -74,8 +88,12 @@ if TYPE_CHECKING:
     from pybuild.api.registry import logout as logout
     from pybuild.api.registry import pull as pull
     from pybuild.api.registry import push as push
+    from pybuild.api.session import enter_rootless_if_needed as enter_rootless_if_needed
 
-    # the store's own records, as results carry them (for annotations only)
+    # records of the packages behind the api, as results carry them (for annotations only)
+    from pybuild.source import Diagnostic as Diagnostic
+    from pybuild.source import SourceFile as SourceFile
+    from pybuild.source import Span as Span
     from pybuild.store.images import ImageSummary as ImageSummary
     from pybuild.store.store import KindUsage as KindUsage
     from pybuild.store.store import Problem as Problem
@@ -85,16 +103,20 @@ if TYPE_CHECKING:
 HOMES: dict[str, frozenset[str]] = {
     "archives": frozenset({"ImportRequest", "ImportResult", "LoadRequest", "LoadResult", "LoadedImage",
                            "SaveRequest", "import_image", "load", "save"}),
+    "buildcontext": frozenset({"ContextFile", "ContextRequest", "ContextResult", "context", "display_path"}),
     "building": frozenset({"BuildRequest", "BuildResult", "build"}),
     "disk": frozenset({"DuRequest", "DuResult", "PruneRequest", "PruneResult", "du", "parse_size", "prune"}),
-    "inspecting": frozenset({"HistoryEntry", "HistoryRequest", "HistoryResult", "InspectRequest", "InspectResult",
-                             "history", "inspect"}),
+    "dockerfiles": frozenset({"CheckRequest", "CheckResult", "ParseRequest", "ParseResult", "check",
+                              "parse"}),
+    "inspecting": frozenset({"HistoryEntry", "HistoryRequest", "HistoryResult", "InspectRequest",
+                             "InspectResult", "history", "inspect"}),
     "listing": frozenset({"ImagesRequest", "ImagesResult", "images"}),
     "naming": frozenset({"RmiItem", "RmiRequest", "RmiResult", "TagRequest", "rmi", "tag"}),
     "opening": frozenset({"Warn"}),
     "registry": frozenset({
         "LoginRequest", "LogoutRequest", "LogoutResult", "PullRequest", "PullResult", "PushRequest",
         "PushResult", "allow_insecure_registries", "login", "logout", "pull", "push"}),
+    "session": frozenset({"enter_rootless_if_needed"}),
 }
 
 __all__ = ["__version__", *sorted(name for names in HOMES.values() for name in names)]
@@ -116,10 +138,18 @@ def _module(home: str) -> ModuleType:
         from pybuild.api import building
 
         return building
+    if home == "buildcontext":
+        from pybuild.api import buildcontext
+
+        return buildcontext
     if home == "disk":
         from pybuild.api import disk
 
         return disk
+    if home == "dockerfiles":
+        from pybuild.api import dockerfiles
+
+        return dockerfiles
     if home == "archives":
         from pybuild.api import archives
 
@@ -140,6 +170,10 @@ def _module(home: str) -> ModuleType:
         from pybuild.api import registry
 
         return registry
+    if home == "session":
+        from pybuild.api import session
+
+        return session
     from pybuild.api import opening
 
     return opening

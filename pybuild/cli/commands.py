@@ -4,47 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pybuild.cli.render import render_diagnostic
-from pybuild.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pybuild.context.checksum import TreeChecksums
-    from pybuild.context.context import BuildContext
-    from pybuild.context.entry import Entry
+    from pybuild.api import ContextFile, ContextResult
 
 
-def read_dockerfile(path: str) -> tuple[bytes, str]:
-    """Read a Dockerfile (`-` is standard input); return its bytes and the name errors show for it."""
-    if path == "-":
-        return sys.stdin.buffer.read(), "Dockerfile"
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(), path
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a Dockerfile") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read Dockerfile {path}: {exc.strerror or exc}") from None
+def _stdin_if_dash(path: str | None) -> bytes | None:
+    """The Dockerfile's bytes when its path is `-` (standard input), else None (the api reads the file)."""
+    return sys.stdin.buffer.read() if path == "-" else None
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
     """`pybuild parse [--dump|--json] FILE`: the AST layer only (unknown instructions are just nodes)."""
-    from pybuild.dockerfile.parser import parse
+    from pybuild.api import ParseRequest, parse
 
-    data, name = read_dockerfile(args.file)
-    result = parse(data, name)
+    result = parse(ParseRequest(dockerfile=args.file, dockerfile_data=_stdin_if_dash(args.file)))
     if args.json:
-        from pybuild.dockerfile.astjson import to_json
-
-        sys.stdout.write(json.dumps(to_json(result), indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
     else:
-        from pybuild.dockerfile.ast import dump
-
-        sys.stdout.write(dump(result))
+        sys.stdout.write(result.dump())
     for warning in result.warnings:
         print(render_diagnostic(warning), file=sys.stderr)
     return 0
@@ -52,53 +35,43 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """`pybuild check [-f Dockerfile] [CONTEXT]`: parse, build typed stages, run the lint rules."""
-    from pybuild.dockerfile.instructions import to_stages
-    from pybuild.dockerfile.lint import lint
-    from pybuild.dockerfile.parser import parse
+    from pybuild.api import CheckRequest, check
 
-    path = args.dockerfile or os.path.join(args.context, "Dockerfile")
-    data, name = read_dockerfile(path)
-    result = parse(data, name)
-    stages = to_stages(result)
-    report = lint(result)
-    for warning in report.warnings:
+    result = check(CheckRequest(context=args.context, dockerfile=args.dockerfile,
+                                dockerfile_data=_stdin_if_dash(args.dockerfile)))
+    for warning in result.warnings:
         print(render_diagnostic(warning), file=sys.stderr)
-    count = len(report.warnings)
-    if report.failed:
-        print(f"error: {name}: {count} warning(s), and the check directive makes them errors", file=sys.stderr)
+    count = len(result.warnings)
+    if result.failed:
+        print(f"error: {result.name}: {count} warning(s), and the check directive makes them errors",
+              file=sys.stderr)
         return 1
     summary = f"{count} warning(s) found" if count else "no warnings found"
-    print(f"check complete: {len(stages.stages)} stage(s), {len(result.nodes)} instruction(s), {summary}")
+    print(f"check complete: {result.stages} stage(s), {result.instructions} instruction(s), {summary}")
     return 0
 
 
 def cmd_context(args: argparse.Namespace) -> int:
     """`pybuild context [-f Dockerfile] [--json] DIR`: the files a build can see, their sizes and checksums."""
-    from pybuild.context.context import ContextHasher, list_files, open_context
+    from pybuild.api import ContextRequest, context
 
-    ctx = open_context(args.context, args.dockerfile, require_dockerfile=args.dockerfile is not None)
-    listing = list_files(ctx)
-    with ContextHasher(ctx) as hasher:
-        sums = hasher.checksum(listing)
-    for warning in listing.warnings:
+    result = context(ContextRequest(context=args.context, dockerfile=args.dockerfile))
+    for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    files = [e for e in listing.entries if e.kind != "dir"]
     if args.json:
-        _print_context_json(files, sums)
+        _print_context_json(result)
     else:
-        _print_context_table(ctx, files, sums)
+        _print_context_table(result)
     return 0
 
 
-def _print_context_json(files: list[Entry], sums: TreeChecksums) -> None:
-    from pybuild.context.checksum import hex_checksum
-
+def _print_context_json(result: ContextResult) -> None:
+    files = result.files
     doc = {
-        "files": [{"path": e.path, "type": e.kind, "size": e.size, "checksum": hex_checksum(sums.of(e.path))}
-                  for e in files],
+        "files": [{"path": f.path, "type": f.kind, "size": f.size, "checksum": f.checksum} for f in files],
         "total_files": len(files),
-        "total_bytes": sum(e.size for e in files),
-        "checksum": hex_checksum(sums.checksum),
+        "total_bytes": sum(f.size for f in files),
+        "checksum": result.checksum,
     }
     # A name that is not UTF-8 holds surrogate escapes; backslashreplace writes each as `\udcXX`, a valid
     # JSON escape, so json.loads gives back the same str and os.fsencode the original bytes.
@@ -107,20 +80,21 @@ def _print_context_json(files: list[Entry], sums: TreeChecksums) -> None:
     sys.stdout.flush()
 
 
-def _print_context_table(ctx: BuildContext, files: list[Entry], sums: TreeChecksums) -> None:
-    from pybuild.context.checksum import display_path, hex_checksum
+def _print_context_table(result: ContextResult) -> None:
+    from pybuild.api import display_path
 
-    width = max([len(f"{e.size:,}") for e in files] + [len("SIZE")])
+    files: tuple[ContextFile, ...] = result.files
+    width = max([len(f"{f.size:,}") for f in files] + [len("SIZE")])
     lines = [f"{'TYPE':<7}  {'SIZE':>{width}}  {'CHECKSUM':<37}  PATH"]
-    for e in files:
-        name = display_path(e.path)
-        if e.kind == "symlink" and e.link_target is not None:
-            name += " -> " + display_path(e.link_target)
-        lines.append(f"{e.kind:<7}  {e.size:>{width},}  {hex_checksum(sums.of(e.path))}  {name}")
-    total = sum(e.size for e in files)
-    ignore = f"{ctx.ignore_path} ({len(ctx.excludes)} pattern(s))" if ctx.ignore_path else "none"
+    for f in files:
+        name = display_path(f.path)
+        if f.kind == "symlink" and f.link_target is not None:
+            name += " -> " + display_path(f.link_target)
+        lines.append(f"{f.kind:<7}  {f.size:>{width},}  {f.checksum}  {name}")
+    total = sum(f.size for f in files)
+    ignore = f"{result.ignore_path} ({result.patterns} pattern(s))" if result.ignore_path else "none"
     lines += ["", f"total:       {len(files)} file(s), {_human_size(total)} ({total:,} bytes)",
-              f"checksum:    {hex_checksum(sums.checksum)}", f"context:     {ctx.root}",
+              f"checksum:    {result.checksum}", f"context:     {result.root}",
               f"ignore file: {ignore}"]
     sys.stdout.write("\n".join(lines) + "\n")
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from pybuild import __version__
+from pybuild.api import __version__
 from pybuild.errors import ConfigError, PybuildError, UserError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -192,9 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = _with_command(args_list)
         command = next((word for word in argv if word in COMMANDS), None)
         if command in ROOTLESS_COMMANDS and os.geteuid() != 0 and not {"-h", "--help"} & set(argv):
-            from pybuild.rootless import enter_if_needed
+            from pybuild.api import enter_rootless_if_needed
 
-            enter_if_needed()  # before any thread starts: a non-root user builds in a user namespace
+            enter_rootless_if_needed()  # before any thread starts: a non-root user builds in a user namespace
         args = build_parser(command).parse_args(argv)
         handler: Handler | None = getattr(args, "handler", None)
         if handler is None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pybuild.errors import PybuildError
-from pybuild.source import Diagnostic, SourceFile, Span
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pybuild.api import Diagnostic, SourceFile, Span
+    from pybuild.errors import PybuildError
 
 CONTEXT_LINES = 2
 
