@@ -29,10 +29,10 @@ class InspectResult:
     repo_tags: tuple[str, ...]
     media_type: str
     platform: str
-    created: Any
+    created: object
     size: int | None
     layers: tuple[str, ...]
-    manifest: Any
+    manifest: object
     config: Mapping[str, Any]
 
 

@@ -41,7 +41,7 @@ def test_import_images_inspect_history(imported: str) -> None:
     info = api.inspect(api.InspectRequest(image="base:v1"))
     assert info.image_id == imported and info.repo_tags == ("base:v1",)
     assert info.layers == tuple(info.config["rootfs"]["diff_ids"]) and len(info.layers) == 1
-    assert info.manifest["config"]["digest"] == imported
+    assert isinstance(info.manifest, dict) and info.manifest["config"]["digest"] == imported
     entries = api.history(api.HistoryRequest(image="base:v1")).entries
     assert [e.comment for e in entries] == ["from a test"] and entries[0].size > 0
 
