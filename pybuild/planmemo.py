@@ -33,8 +33,9 @@ _VERSION = 1
 _CODE = ("dockerfile/parser.py", "dockerfile/scanner.py", "dockerfile/words.py", "dockerfile/heredoc.py",
          "dockerfile/instructions.py", "dockerfile/commands.py", "dockerfile/flags.py", "dockerfile/mounts.py",
          "dockerfile/shell.py", "dockerfile/shell_pattern.py", "dockerfile/glob.py", "plan/convert.py",
-         "plan/convert_args.py", "plan/convert_config.py", "plan/ops.py", "digest.py", "names.py",
-         "image/config.py", "planmemo.py")
+         "plan/convert_args.py", "plan/convert_config.py", "plan/ops.py", "digest.py", "image/config.py",
+         "planmemo.py", "ops/__init__.py", "ops/base.py", "ops/naming.py", "ops/image.py", "ops/scratch.py",
+         "ops/context.py", "ops/exec.py", "ops/file.py")
 
 
 @record

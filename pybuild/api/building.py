@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from pybuild.plan.ops import Op, Plan
     from pybuild.planmemo import PlanMemo
     from pybuild.registry.pull import ImageResolver
-    from pybuild.steps import StepRunner
+    from pybuild.solve.runner import StepRunner
     from pybuild.store.images import StoredImage
     from pybuild.store.store import Store
     from pybuild.worker.dispatch import Worker
@@ -181,9 +181,9 @@ class _Build:
                name: str, epoch: int | None, allow: frozenset[str],
                sandbox: Sandbox | None) -> tuple[StepRunner, Mapping[str, StepResult]]:
         from pybuild.cache.index import CacheIndex
-        from pybuild.names import stage_ops
+        from pybuild.ops.naming import stage_ops
         from pybuild.solve.scheduler import solve
-        from pybuild.steps import StepRunner
+        from pybuild.solve.runner import StepRunner
 
         request = self.request
         plan = memo.plan
@@ -413,7 +413,8 @@ def _planned(data: bytes, name: str, request: BuildRequest, store: Store, platfo
     from pybuild.dockerfile.parser import parse
     from pybuild.errors import UserError
     from pybuild.image.config import ImageConfig
-    from pybuild.names import stage_labels, step_names
+    from pybuild.ops import step_names
+    from pybuild.ops.naming import stage_labels
     from pybuild.plan.convert import convert
     from pybuild.plan.ops import ImageSourceOp
 

@@ -1,7 +1,7 @@
 """Why did a step miss the cache? Plain-words reasons, from the descriptions stored with cache entries.
 
-Used by `pybuild build --explain-cache` (through `pybuild.steps`): for a step that missed, `explain_miss`
-takes its `keys.describe()` output, finds the most similar entry recorded for the same `step_id` (fewest
+Used by `pybuild build --explain-cache` (through `pybuild.solve.runner`): for a step that missed,
+`explain_miss` takes its `keys.describe()` output, finds the most similar entry recorded for the same `step_id` (fewest
 differences; the most recently used on a tie) and lists what differs: a context file's checksum (by
 path), a build arg (by name; the value only when the name does not look secret), the instruction
 (command, env, user, …), a parent key ("a previous step changed"). The messages are lower-case facts, one

@@ -25,7 +25,7 @@ writes it out); its diffID is checked then (`store.layerread`). So a fully cache
 bytes, and `--push` to the same registry mounts the layers from the cache repository (`BlobLocations`)
 instead of downloading and uploading them, as BuildKit's lazy refs do.
 
-A tag that does not exist is a ConfigError on the first fetch, which `steps.StepRunner` turns into a
+A tag that does not exist is a ConfigError on the first fetch, which `StepRunner` turns into a
 warning and builds without that cache (buildx: a missing cache is a warning), so the first run of
 `--cache-from X --cache-to X` works; a registry failure (RegistryError) or a corrupt cache (StoreError)
 does the same. An export that fails fails the build (BuildKit's `ignore-error=false`).
@@ -80,7 +80,7 @@ def _push_blob(client: RegistryClient, repo: str, desc: Descriptor, opener: Call
 
 
 class RegistryCacheSource(ImportedCache):
-    """A `--cache-from type=registry` tag. Made by `backends.open_cache_source`; `steps.StepRunner` calls
+    """A `--cache-from type=registry` tag. Made by `backends.open_cache_source`; `StepRunner` calls
     `fetch` on a local cache miss. `client` is for tests (default: the shared client of the ref's host)."""
 
     def __init__(self, spec: CacheSpec, *, client: RegistryClient | None = None) -> None:

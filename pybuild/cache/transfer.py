@@ -4,7 +4,7 @@ in `cache.registrycache`), as `docker buildx build` spells them.
 
 Who uses it: `api.build` parses the flags (`parse_cache_from`, `parse_cache_to`), hands one source per
 `--cache-from` (`backends.open_cache_source`: a `LocalCacheSource` or a `registrycache.RegistryCacheSource`) to
-`steps.StepRunner` (which calls `fetch` for a key its local cache lacks) and calls `export_cache` once the
+`StepRunner` (which calls `fetch` for a key its local cache lacks) and calls `export_cache` once the
 image is made (`backends.export_cache`), with the (cache key, layer diffID) pairs of the steps `mode` selects. The directory may be
 carried to another machine: importing needs nothing but it.
 
@@ -49,7 +49,7 @@ recorded as a loaded compressed form (`images.LOADED_LEVEL`): exporting the imag
 blob, so a build fed from the cache makes the image digest of the build that exported it.
 
 A `--cache-from` directory that does not exist is a ConfigError here and a corrupt one a StoreError; the
-build (`api`, `steps.StepRunner`) turns both into a warning and goes on without that cache, as buildx does
+build (`api`, `StepRunner`) turns both into a warning and goes on without that cache, as buildx does
 ("local cache import at DIR not found"), so the first run of `--cache-from X --cache-to X` works.
 """
 
@@ -382,7 +382,7 @@ class ImportedCache(ABC):
 
 class LocalCacheSource(ImportedCache):
     """A --cache-from directory. Made by `api.build` (through `backends.open_cache_source`) for each `--cache-from`;
-    `steps.StepRunner` calls `fetch` on a local cache miss."""
+    `StepRunner` calls `fetch` on a local cache miss."""
 
     def __init__(self, spec: CacheSpec) -> None:
         if spec.type != "local":

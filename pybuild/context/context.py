@@ -1,7 +1,7 @@
 """A build context opened for a build: the directory, its Dockerfile and ignore file, listings and checksums.
 
-Who uses it: the CLI (`pybuild context`) and the build (`pybuild.steps`), which asks for the checksum of what each
-COPY/ADD reads. Flow::
+Who uses it: the CLI (`pybuild context`) and the build (`pybuild.ops.context`, for `solve.runner`), which
+asks for the checksum of what each COPY/ADD reads. Flow::
 
     ctx = open_context("app", "app/Dockerfile")          # validates, reads Dockerfile + ignore file
     listing = list_sources(ctx, ["src/", "go.mod"])      # walks only what those sources can read

@@ -1,4 +1,5 @@
-"""RUN `--mount` on the host: turn the plan's `MountSpec`s into the `HostMount`s the executor adds to the spec.
+"""RUN `--mount` on the host: turn the plan's `MountSpec`s into the `HostMount`s the executor adds to the
+spec.
 
     with prepare_mounts(run.mounts, rootfs=merged, context_dir=ctx, stage_rootfs=resolve,
                         secrets=store) as prepared:
@@ -77,7 +78,7 @@ from pybuild.worker.secrets import SecretStore
 from pybuild.worker.types import HostMount
 
 StageResolver = Callable[[str], str]
-"""Resolves a mount's `from_ref` (stage name, stage index, image reference or op digest) to a host directory."""
+"""Resolves a mount's `from_ref` (stage name, stage index, image reference or op digest) to a host dir."""
 
 _POLL = 0.05
 

@@ -2,7 +2,7 @@
 
 The parser's fuzzer (`test_fuzz.py`) stops at `to_stages`. This one goes on the way a build does, short of
 running a step: `parse` → `to_stages` → `convert` (the Plan: op digests, image config, history) → step
-names and stage labels (`pybuild.names`) → the cache key of every op the target needs
+names and stage labels (`pybuild.ops`) → the cache key of every op the target needs
 (`StepRunner.plan_keys`: base images resolved, context selections listed and checksummed) → the key
 descriptions the cache index stores, the image config bytes an export writes, `Plan.to_json`.
 
@@ -251,12 +251,13 @@ def plan_pipeline(world: _World, data: bytes, options: dict[str, Any]) -> None:
     from pybuild.dockerfile.instructions import to_stages
     from pybuild.dockerfile.parser import parse
     from pybuild.image.spec import parse_platform
-    from pybuild.names import stage_labels, step_names
+    from pybuild.ops import step_names
+    from pybuild.ops.naming import stage_labels
     from pybuild.plan.convert import convert
     from pybuild.plan.ops import op_inputs
     from pybuild.planmemo import PlanMemo
     from pybuild.solve.scheduler import needed
-    from pybuild.steps import StepRunner
+    from pybuild.solve.runner import StepRunner
 
     source = parse(data)
     stages = to_stages(source)

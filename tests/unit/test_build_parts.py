@@ -16,11 +16,12 @@ from pybuild.dockerfile.instructions import Stages, to_stages
 from pybuild.dockerfile.parser import parse
 from pybuild.errors import ConfigError
 from pybuild.image.spec import Platform
-from pybuild.names import stage_labels, stage_ops, step_names
+from pybuild.ops import key_input, step_names
+from pybuild.ops.naming import stage_labels, stage_ops
 from pybuild.plan.convert import convert
 from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, Plan
 from pybuild.planmemo import PlanMemo, load_memo, memo_key, save_memo
-from pybuild.steps import StepRunner, key_input
+from pybuild.solve.runner import StepRunner
 
 PLATFORM = Platform("linux", "amd64")
 
@@ -172,7 +173,8 @@ def test_cache_keys_are_pinned(tmp_path: Path) -> None:
     never: Any = None  # nothing runs and nothing is looked up: no store, no worker, no cache index
     keys: dict[str, str] = {}
     for network, epoch in (("default", None), ("none", 0)):
-        runner = StepRunner(never, lambda: never, never, open_context(str(tmp_path), require_dockerfile=False), epoch=epoch, network=network,
+        ctx = open_context(str(tmp_path), require_dockerfile=False)
+        runner = StepRunner(never, lambda: never, never, ctx, epoch=epoch, network=network,
                             resolve_image=lambda op: image)
         for digest, key in runner.plan_keys(plan.ops, plan.target).items():
             op = plan.ops[digest]

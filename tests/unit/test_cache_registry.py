@@ -376,10 +376,10 @@ def test_a_registry_failure_during_a_layer_download_is_raised_and_stores_nothing
 
 def test_a_registry_failure_in_a_build_is_a_warning(stores: tuple[Store, Store], layers: dict[str, str],
                                                     registry: FakeRegistry) -> None:
-    """steps.StepRunner drops a source that fails with a warning and goes on (BuildKit does the same)."""
+    """solve.runner.StepRunner drops a source that fails with a warning and goes on (BuildKit does the same)."""
     from pybuild.cache.index import CacheIndex
     from pybuild.cache.keys import CacheKeyInput
-    from pybuild.steps import StepRunner
+    from pybuild.solve.runner import StepRunner
 
     _, b = stores
     warnings: list[str] = []

@@ -18,9 +18,9 @@ from pybuild.dockerfile.parser import parse
 from pybuild.errors import DockerfileError
 from pybuild.image.config import ImageConfig
 from pybuild.image.spec import Platform
+from pybuild.ops import key_input
 from pybuild.plan.convert import convert
 from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, Plan
-from pybuild.steps import key_input
 
 PLATFORM = Platform("linux", "amd64")
 
@@ -67,9 +67,9 @@ def test_copy_of_a_file_named_with_invalid_utf8(tmp_path: Path) -> None:
     assert isinstance(copy, FileOp) and copy.source is not None
     source = p.ops[copy.source.input]
     assert isinstance(source, ContextSourceOp) and source.includes == (name.decode("utf-8", "surrogateescape"),)
-    from pybuild.steps import _ContextSums
+    from pybuild.ops.context import ContextSums
 
-    content = _ContextSums(open_context(str(tmp_path))).content(source.includes)
+    content = ContextSums(open_context(str(tmp_path))).content(source.includes)
     assert ("n\udcff", content[-1][1]) == content[-1]
     item = key_input(copy, ("sha256:" + "0" * 64,), content=content)
     assert cache_key(item).startswith("sha256:")

@@ -1,26 +1,19 @@
 """One build step with the cache around it: key the op, look the key up, run the op on a miss, record it.
 
-Who uses it: `pybuild.api.build` hands `StepRunner.run` to the solver as its `run_op`; the solver calls it
-on worker threads, inputs first. The worker (`worker.dispatch.Worker`) does the actual work.
+Who uses it: `pybuild.api.build` hands `StepRunner.run` to the solver (`solve.scheduler`) as its `run_op`;
+the solver calls it on worker threads, inputs first. The runner knows no op kind: each kind's handler
+(`pybuild.ops`) says what its cache key is made of, whether it makes a layer, and how it runs on the worker
+(`worker.dispatch.Worker`).
 
 Cache keys (`cache.keys.cache_key`) are made from the op's definition with every input *digest* replaced by
-the input's *key*, so a key follows content, not plan digests:
-- image source: the reference, the platform and the manifest digest found in the local store;
-- context source: the content checksums of exactly the files the COPY/ADD selects (`_ContextSums`), never
-  mtimes — so a `touch` keeps every key and a 1-byte edit changes only the keys of steps that read the file
-  and of the steps after them;
-- RUN / COPY / ADD / WORKDIR: the definition (command, env with the build args in scope, user, workdir,
-  mounts, network, ...) plus SOURCE_DATE_EPOCH when set (it changes the layer's file times), and the keys
-  of the inputs. Proxy args are not part of an ExecOp's definition (`ExecOp.proxy_env`).
-
-A hit needs the layer blob still in the store (a cache entry's root keeps it, see `cache/index.py`); the
-result is then the input's layer stack plus the cached diffID, and nothing is unpacked until a later
-step that misses needs the files. When two processes run one step at once, the first to record wins and
-both go on with its layer, so their images are identical.
-
-`ADD <url>` without `--checksum` cannot be keyed before it runs (the remote file may change): it always
-runs, and its key is then made from the layer it produced, so the steps after it still hit when the
-download did not change (BuildKit keys such sources by the downloaded content, too).
+the input's *key*, so a key follows content, not plan digests (the kinds' modules say what else each key
+holds). A source op (image, scratch, context) is keyed and resolved without running anything. A layer op
+(RUN, COPY, ...) hits when its key is in the local cache with the layer blob still in the store (a cache
+entry's root keeps it, see `cache/index.py`), or in an imported cache (`--cache-from`); the result is then
+the input's layer stack plus the cached diffID, and nothing is unpacked until a later step that misses
+needs the files. When two processes run one step at once, the first to record wins and both go on with its
+layer, so their images are identical. An op its kind calls unkeyable (`ADD <url>` without `--checksum`)
+always runs and is then keyed by the layer it produced.
 """
 
 from __future__ import annotations
@@ -31,10 +24,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pybuild.cache.index import CacheIndex, CacheResult
-from pybuild.cache.keys import CacheKeyInput, cache_key, describe, select_build_args
+from pybuild.cache.keys import CacheKeyInput, cache_key, describe
 from pybuild.context.context import BuildContext
 from pybuild.errors import StoreError, UserError
-from pybuild.plan.ops import ContextSourceOp, ExecOp, FileOp, ImageSourceOp, Op, ScratchOp, op_inputs
+from pybuild.ops import handler_for
+from pybuild.ops.base import OpHandler
+from pybuild.ops.context import ContextSums
+from pybuild.plan.ops import ImageSourceOp, Op, op_inputs
 from pybuild.progress import Event, StepDone, StepStarted
 from pybuild.record import record, replace
 from pybuild.solve.scheduler import Step, needed
@@ -46,11 +42,7 @@ from pybuild.worker.types import StepResult
 if TYPE_CHECKING:
     from pybuild.worker.dispatch import Worker
 
-__all__ = ["CacheSource", "Miss", "StepRunner", "key_input"]
-
-# Context selections with more entries than this are described (for --explain-cache) by their top-level
-# entries only, so a 20,000-file COPY does not store 20,000 checksums per cache entry.
-_DETAIL_LIMIT = 500
+__all__ = ["CacheSource", "Miss", "StepRunner"]
 
 
 class _WouldRun(Exception):
@@ -73,30 +65,6 @@ class Miss:
     reasons: tuple[str, ...]
 
 
-def key_input(op: Op, input_keys: tuple[str, ...], *, epoch: int | None = None,
-              content: tuple[tuple[str, str], ...] = (), extra: Mapping[str, Any] | None = None) -> CacheKeyInput:
-    """The cache key input of `op` given its inputs' keys (in `op_inputs` order)."""
-    definition = op.definition()
-    definition.pop("input", None)
-    source = definition.get("source")
-    if isinstance(source, dict):
-        definition["source"] = {k: v for k, v in source.items() if k != "input"}
-    mounts = definition.get("mounts")
-    if isinstance(mounts, list):
-        definition["mounts"] = [{k: v for k, v in m.items() if k != "input"} for m in mounts]
-    if isinstance(op, ExecOp):
-        # the values of the build args the RUN sees (they are in its env too): for --explain-cache
-        values = dict(entry.partition("=")[::2] for entry in op.env)
-        definition["build_args"] = select_build_args(values, op.build_args)
-    if epoch is not None and isinstance(op, ExecOp | FileOp):
-        definition["source_date_epoch"] = epoch
-    if extra:
-        definition.update(extra)
-    span = op.spans[0] if op.spans else None
-    step_id = f"{op.kind}:{span.file}:{span.line}" if span is not None else f"{op.kind}:{op.digest}"
-    return CacheKeyInput(op.kind, definition, input_keys, content, step_id)
-
-
 def _resolve(store: Store, op: ImageSourceOp) -> StoredImage:
     """The base image of `op` from the local store (the default: a build passes a resolve-or-pull)."""
     try:
@@ -104,45 +72,6 @@ def _resolve(store: Store, op: ImageSourceOp) -> StoredImage:
     except StoreError as exc:
         raise StoreError(exc.message, hint="pull it (pybuild pull), or import or load it (pybuild import / "
                                            "pybuild load)") from None
-
-
-class _ContextSums:
-    """Content checksums of context selections, computed once per selection and build (thread-safe)."""
-
-    def __init__(self, ctx: BuildContext) -> None:
-        self.ctx = ctx
-        self._lock = threading.Lock()
-        self._done: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
-        self.warnings: list[str] = []
-
-    def content(self, includes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-        with self._lock:
-            known = self._done.get(includes)
-            if known is None:
-                known = self._done[includes] = self._compute(includes)
-            return known
-
-    def _compute(self, includes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-        from pybuild.context.checksum import hex_checksum
-        from pybuild.context.context import checksum_context, checksum_selection, list_sources
-        from pybuild.context.sources import include_patterns
-
-        patterns = include_patterns(includes) if includes else ()
-        if not patterns:
-            sums = checksum_context(self.ctx, self.warnings)
-        else:
-            listing = list_sources(self.ctx, includes)
-            self.warnings.extend(listing.warnings)
-            sums = checksum_selection(self.ctx, listing)
-        nodes = sorted(sums.nodes.items())
-        dirs = {path.rpartition("/")[0] for path, _ in nodes}
-        if len(nodes) > _DETAIL_LIMIT:
-            # top-level entries only; a directory's Merkle checksum changes with anything below it
-            detail = [(path + "/" if path in dirs else path, value) for path, value in nodes
-                      if path and "/" not in path]
-        else:
-            detail = [(path, value) for path, value in nodes if path and path not in dirs]
-        return (("", hex_checksum(sums.checksum)),) + tuple((p, hex_checksum(v)) for p, v in detail)
 
 
 class StepRunner:
@@ -153,6 +82,7 @@ class StepRunner:
     `explain_miss` for steps that run; the misses collect in `misses`. `network` replaces a RUN's
     `default` network (docker build's `--network`). `resolve_image` finds the image of a `FROM` or
     `COPY --from=image` (default: the local store only; a build passes `registry.pull.ImageResolver`'s).
+    The runner is the op handlers' `ops.base.KeyEnv`.
     """
 
     def __init__(self, store: Store, make_worker: Callable[[], Worker], cache: CacheIndex,
@@ -166,14 +96,14 @@ class StepRunner:
         self._make_worker = make_worker  # the worker (runc, snapshots) is only loaded when a step runs
         self._worker: Worker | None = None
         self.cache = cache
-        self.sums = _ContextSums(ctx) if ctx is not None else None
+        self.sums = ContextSums(ctx) if ctx is not None else None
         self.no_cache = frozenset(no_cache)
         self.epoch = epoch
         self.explain = explain
         self.network = network
         self.sources = list(sources)
         self.warn = warn
-        self.layers: dict[str, str] = {}  # cache key → diffID of every layer step of this build (--cache-to)
+        self.layers: dict[str, str] = {}  # cache key → diffID of every layer step of the build (--cache-to)
         self.misses: list[Miss] = []
         self._content: dict[str, tuple[tuple[str, str], ...]] = {}  # context op digest → its content
         self._probing = False
@@ -219,14 +149,11 @@ class StepRunner:
     def run(self, digest: str, op: Op, inputs: Mapping[str, StepResult], step: Step) -> StepResult:
         """Build `op` (a solver `run_op`): the result carries the op's cache key."""
         keys = tuple(inputs[source].key for source in op_inputs(op))
-        if isinstance(op, ImageSourceOp):
-            image = self._image(op)
-            key = cache_key(self.key_item(digest, op, keys, image))
-            return StepResult(diff_ids=image.diff_ids, name=op.ref, key=key)
-        if isinstance(op, ScratchOp | ContextSourceOp):
-            key = cache_key(self.key_item(digest, op, keys))
-            return StepResult(diff_ids=(), context=isinstance(op, ContextSourceOp), key=key)
-        return self._layer_step(digest, self._networked(op), inputs, keys, step)
+        handler = handler_for(op)
+        op = handler.configure(self, op)
+        if not handler.layer:
+            return handler.source_result(self, digest, op, keys)
+        return self._layer_step(digest, handler, op, inputs, keys, step)
 
     def plan_keys(self, ops: Mapping[str, Op], target: str) -> dict[str, str]:
         """The cache key of every op `target` needs, made without running or looking up anything: base
@@ -237,35 +164,14 @@ class StepRunner:
             keys[digest] = cache_key(self.key_item(digest, op, tuple(keys[d] for d in op_inputs(op))))
         return keys
 
-    def key_item(self, digest: str, op: Op, keys: tuple[str, ...],
-                 image: StoredImage | None = None) -> CacheKeyInput:
-        """What the cache key of `op` is made of, given its inputs' keys (in `op_inputs` order); `image`
-        is an image source's image when the caller has it."""
-        if isinstance(op, ImageSourceOp):
-            image = image or self._image(op)
-            return key_input(op, keys, extra={"manifest": image.manifest_digest})
-        if isinstance(op, ScratchOp):
-            return key_input(op, keys)
-        content: tuple[tuple[str, str], ...] = ()
-        if isinstance(op, ContextSourceOp):
-            content = self.sums.content(op.includes) if self.sums is not None else ()
-            with self._lock:
-                self._content[digest] = content
-            return key_input(op, keys, content=content)
-        op = self._networked(op)
-        if isinstance(op, FileOp) and op.source is not None and op.source.input in self._content:
-            # A COPY from the context keys the files it reads directly (not through the context op's
-            # key), so --explain-cache can name the file that changed.
-            content, keys = self._content[op.source.input], keys[:1]
-        return key_input(op, keys, epoch=self.epoch, content=content)
+    def key_item(self, digest: str, op: Op, keys: tuple[str, ...]) -> CacheKeyInput:
+        """What the cache key of `op` is made of, given its inputs' keys (in `op_inputs` order)."""
+        handler = handler_for(op)
+        return handler.key(self, digest, handler.configure(self, op), keys)
 
-    def _networked(self, op: ExecOp | FileOp) -> ExecOp | FileOp:
-        """`op` with the build's `--network` in place of a RUN's `default`."""
-        if isinstance(op, ExecOp) and op.network == "default" and self.network != "default":
-            return replace(op, network=self.network)
-        return op
+    # --- ops.base.KeyEnv ---------------------------------------------------------------------------------
 
-    def _image(self, op: ImageSourceOp) -> StoredImage:
+    def image(self, op: ImageSourceOp) -> StoredImage:
         """The image `op` names (local, or pulled by the build's resolver); errors point at its line."""
         try:
             return self._resolve_image(op)
@@ -273,11 +179,22 @@ class StepRunner:
             raise UserError(f"{op.ref}: {exc.message}", span=op.spans[0] if op.spans else None,
                             hint=exc.hint) from None
 
-    def _layer_step(self, digest: str, op: ExecOp | FileOp, inputs: Mapping[str, StepResult],
+    def context_content(self, digest: str, includes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        content = self.sums.content(includes) if self.sums is not None else ()
+        with self._lock:
+            self._content[digest] = content
+        return content
+
+    def content_of(self, digest: str) -> tuple[tuple[str, str], ...] | None:
+        return self._content.get(digest)
+
+    # --- layer steps ---------------------------------------------------------------------------------------
+
+    def _layer_step(self, digest: str, handler: OpHandler[Any], op: Op, inputs: Mapping[str, StepResult],
                     keys: tuple[str, ...], step: Step) -> StepResult:
-        base = inputs[op.input]
-        unkeyable = isinstance(op, FileOp) and bool(op.urls) and not op.checksum
-        item = self.key_item(digest, op, keys)
+        base = inputs[op_inputs(op)[0]]
+        unkeyable = handler.unkeyable(op)
+        item = handler.key(self, digest, op, keys)
         key = cache_key(item)
         if self._probing and (unkeyable or digest in self.no_cache):
             raise _WouldRun
