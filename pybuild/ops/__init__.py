@@ -10,29 +10,10 @@
 (`solve.runner.StepRunner`: look up, run, record, fetch from an imported cache, explain) and the worker
 (`worker.dispatch.Worker.run_op`) only call `handler_for(op)`; they know no op kind.
 
-Adding an op kind (a worked example: a `MergeOp` that stacks the layers of several inputs, BuildKit's
-`llb.Merge`):
-1. the record, in `plan/ops.py`: `@record(kw_only=True) class MergeOp(_OpBase)` with `kind = "merge"` and
-   `inputs: tuple[str, ...]`; add it to the `Op` union and to `op_inputs`; `plan/convert.py` makes it;
-2. its handler, in a new `pybuild/ops/merge.py`:
-
-       class MergeHandler(OpHandler[MergeOp]):
-           op_type = MergeOp
-           layer = False                      # no process, no new layer: a source-like result
-
-           def source_result(self, env, digest, op, keys):
-               item = self.key_input(op, keys)              # definition + the inputs' keys
-               return StepResult(diff_ids=..., key=cache_key(item))
-
-           def execute(self, worker, op, inputs, cancel):   # what a plan run serially does
-               return StepResult(diff_ids=sum((inputs[d].diff_ids for d in op.inputs), ()))
-
-   (`key`, `configure`, `unkeyable` and `name` have defaults: the definition and the inputs' keys, the op
-   as planned, keyable, and `[stage n/N] <the instruction's text>`);
-3. its registration: one line in `HANDLERS` below.
-Nothing in the runner, the scheduler or the worker changes. A kind that makes a layer sets `layer = True`
-and does its work in `execute` inside `worker.layer_step(base)`: the runner then looks its key up in the
-cache, fetches it from an imported cache, records it and explains a miss.
+Adding an op kind: its record in `plan/ops.py` (and `plan/convert.py` to make it), one module here with a
+subclass of `OpHandler` that overrides what differs from the defaults, one line in `HANDLERS` below, and
+the module in `planmemo._CODE`. Nothing in the runner, the scheduler or the worker changes. The worked
+example (a `MkdirOp`) is in docs/ARCHITECTURE.md, "A new op kind".
 """
 
 from __future__ import annotations

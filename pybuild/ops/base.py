@@ -15,68 +15,71 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pybuild.cache.keys import CacheKeyInput
 from pybuild.errors import InternalError
 from pybuild.plan.ops import Op
-from pybuild.worker.types import OutputSink, Sandbox, StepResult
+from pybuild.worker.types import StepResult
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+    from typing import Protocol
+
     from pybuild.context.context import BuildContext
     from pybuild.ops.naming import Naming
     from pybuild.store.images import StoredImage
     from pybuild.store.store import Store
     from pybuild.worker.secrets import SecretStore
     from pybuild.worker.snapshots import ActiveSnapshot, Snapshots
+    from pybuild.worker.types import OutputSink, Sandbox
 
-__all__ = ["KeyEnv", "OpHandler", "WorkerSide", "input_result", "key_definition"]
+    # Protocols for the type checker only: nothing checks them at run time, so a cached rebuild does not
+    # pay for making them.
+    class KeyEnv(Protocol):
+        """What a handler may ask of the build while keying or resolving an op (`solve.runner`)."""
+
+        epoch: int | None  # SOURCE_DATE_EPOCH: it changes the file times of the layers steps make
+        network: str  # the build's --network, in place of a RUN's `default`
+
+        def image(self, op: Any) -> StoredImage:
+            """The image an image source names (local, or pulled by the build's resolver)."""
+            ...
+
+        def context_content(self, digest: str, includes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+            """The content checksums of the context files `includes` selects, noted for op `digest`."""
+            ...
+
+        def content_of(self, digest: str) -> tuple[tuple[str, str], ...] | None:
+            """What `context_content` gave for the context op `digest` (None: not keyed as one so far)."""
+            ...
+
+    class WorkerSide(Protocol):
+        """What a handler's `execute` uses of the worker (`worker.dispatch.Worker`)."""
+
+        store: Store
+        context: BuildContext | None
+        runtime: str
+        snapshots: Snapshots
+        secrets: SecretStore
+        sandbox: Sandbox
+        allow: frozenset[str]
+
+        @property
+        def output(self) -> OutputSink | None: ...
+
+        def chain(self, result: StepResult) -> tuple[str, ...]:
+            """The snapshot chain of `result`'s filesystem, unpacking layers that are not there yet."""
+            ...
+
+        def layer_step(self, base: StepResult, *,
+                       run: bool = False) -> AbstractContextManager[tuple[ActiveSnapshot, list[str]]]:
+            """A fresh overlay over `base` whose changes become a layer when the block succeeds."""
+            ...
+
+__all__ = ["OpHandler", "input_result", "key_definition"]
 
 O = TypeVar("O", bound=Op)
-
-
-class KeyEnv(Protocol):
-    """What a handler may ask of the build while keying or resolving an op (`solve.runner.StepRunner`)."""
-
-    epoch: int | None  # SOURCE_DATE_EPOCH: it changes the file times of the layers steps make
-    network: str  # the build's --network, in place of a RUN's `default`
-
-    def image(self, op: Any) -> StoredImage:
-        """The image an image source names (local, or pulled by the build's resolver)."""
-        ...
-
-    def context_content(self, digest: str, includes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-        """The content checksums of the context files `includes` selects, noted for the op `digest`."""
-        ...
-
-    def content_of(self, digest: str) -> tuple[tuple[str, str], ...] | None:
-        """What `context_content` gave for the context op `digest` (None: not a context op keyed so far)."""
-        ...
-
-
-class WorkerSide(Protocol):
-    """What a handler's `execute` uses of the worker (`worker.dispatch.Worker`)."""
-
-    store: Store
-    context: BuildContext | None
-    runtime: str
-    snapshots: Snapshots
-    secrets: SecretStore
-    sandbox: Sandbox
-    allow: frozenset[str]
-
-    @property
-    def output(self) -> OutputSink | None: ...
-
-    def chain(self, result: StepResult) -> tuple[str, ...]:
-        """The snapshot chain of `result`'s filesystem, unpacking layers that are not there yet."""
-        ...
-
-    def layer_step(self, base: StepResult, *,
-                   run: bool = False) -> AbstractContextManager[tuple[ActiveSnapshot, list[str]]]:
-        """A fresh overlay over `base` whose changes become a layer when the block succeeds."""
-        ...
 
 
 def key_definition(op: Op) -> dict[str, Any]:

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 from pybuild.cache.keys import CacheKeyInput, cache_key
 from pybuild.context.context import BuildContext
-from pybuild.ops.base import KeyEnv, OpHandler, WorkerSide
+from pybuild.ops.base import OpHandler
 from pybuild.plan.ops import ContextSourceOp
 from pybuild.worker.types import StepResult
 
 if TYPE_CHECKING:
+    from pybuild.ops.base import KeyEnv, WorkerSide
     from pybuild.ops.naming import Naming
 
 __all__ = ["ContextHandler", "ContextSums"]

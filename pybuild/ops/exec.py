@@ -26,14 +26,17 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pybuild.cache.keys import select_build_args
 from pybuild.errors import UserError
-from pybuild.ops.base import KeyEnv, OpHandler, WorkerSide, input_result
+from pybuild.ops.base import OpHandler, input_result
 from pybuild.plan.ops import ExecOp, MountSpec
 from pybuild.record import replace
 from pybuild.worker.types import HostMount, NetworkMode, StepResult
+
+if TYPE_CHECKING:
+    from pybuild.ops.base import KeyEnv, WorkerSide
 
 __all__ = ["ExecHandler"]
 

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from pybuild.cache.keys import CacheKeyInput
 from pybuild.errors import InternalError, UserError
-from pybuild.ops.base import KeyEnv, OpHandler, WorkerSide, input_result
+from pybuild.ops.base import OpHandler, input_result
 from pybuild.plan.ops import FileOp
 from pybuild.worker.types import StepResult
 
 if TYPE_CHECKING:
+    from pybuild.ops.base import KeyEnv, WorkerSide
     from pybuild.context.sources import TreeView
 
 __all__ = ["FileHandler"]

@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pybuild.cache.keys import CacheKeyInput, cache_key
-from pybuild.ops.base import KeyEnv, OpHandler, WorkerSide
+from pybuild.ops.base import OpHandler
 from pybuild.plan.ops import ImageSourceOp
 from pybuild.worker.types import StepResult
 
 if TYPE_CHECKING:
+    from pybuild.ops.base import KeyEnv, WorkerSide
     from pybuild.ops.naming import Naming
     from pybuild.store.images import StoredImage
 

@@ -12,52 +12,52 @@ of `dockerfile.instructions.Stages` and `dockerfile.ast.ParseResult`), so nothin
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from pybuild.plan.ops import Op, Plan
 from pybuild.record import record
 from pybuild.source import Span
 
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    # for the type checker only (nothing checks them at run time)
+    class _Spanned(Protocol):
+        @property
+        def span(self) -> Span: ...
+
+    class StageLike(Protocol):
+        """What naming reads of a frontend stage (`dockerfile.instructions.Stage`)."""
+
+        @property
+        def name(self) -> str | None: ...
+        @property
+        def index(self) -> int: ...
+        @property
+        def span(self) -> Span: ...
+        @property
+        def commands(self) -> Sequence[_Spanned]: ...
+
+    class StagesLike(Protocol):
+        """What naming reads of the frontend's stages (`dockerfile.instructions.Stages`)."""
+
+        @property
+        def stages(self) -> Sequence[StageLike]: ...
+
+    class _SourceText(Protocol):
+        @property
+        def text(self) -> str: ...
+
+    class SourceLike(Protocol):
+        """What naming reads of a parse result (`dockerfile.ast.ParseResult`): its source text."""
+
+        @property
+        def source(self) -> _SourceText: ...
+
+
 __all__ = ["Naming", "StagePlace", "stage_labels", "stage_ops"]
 
 _MAX_TEXT = 80
-
-
-class _Spanned(Protocol):
-    @property
-    def span(self) -> Span: ...
-
-
-class StageLike(Protocol):
-    """What naming reads of a frontend stage (`dockerfile.instructions.Stage`)."""
-
-    @property
-    def name(self) -> str | None: ...
-    @property
-    def index(self) -> int: ...
-    @property
-    def span(self) -> Span: ...
-    @property
-    def commands(self) -> Sequence[_Spanned]: ...
-
-
-class StagesLike(Protocol):
-    """What naming reads of the frontend's stages (`dockerfile.instructions.Stages`)."""
-
-    @property
-    def stages(self) -> Sequence[StageLike]: ...
-
-
-class _SourceText(Protocol):
-    @property
-    def text(self) -> str: ...
-
-
-class SourceLike(Protocol):
-    """What naming reads of a parse result (`dockerfile.ast.ParseResult`): its source text."""
-
-    @property
-    def source(self) -> _SourceText: ...
 
 
 @record

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pybuild.cache.keys import CacheKeyInput, cache_key
-from pybuild.ops.base import KeyEnv, OpHandler, WorkerSide
+from pybuild.ops.base import OpHandler
 from pybuild.plan.ops import ScratchOp
 from pybuild.worker.types import StepResult
+
+if TYPE_CHECKING:
+    from pybuild.ops.base import KeyEnv, WorkerSide
 
 __all__ = ["ScratchHandler"]
 
