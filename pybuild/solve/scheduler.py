@@ -18,7 +18,6 @@ Design (see docs/ARCHITECTURE.md, "Concurrency and durability"):
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from collections import deque
@@ -40,6 +39,7 @@ from pybuild.progress import (
 from pybuild.source import Span
 
 if TYPE_CHECKING:  # loaded by `run` only: concurrent.futures brings logging (~8 ms) with it
+    import queue
     from concurrent.futures import Future, ThreadPoolExecutor
 
 R = TypeVar("R")
@@ -185,6 +185,8 @@ class Scheduler(Generic[R]):
         self._flights: dict[str, Future[R]] = {}
         self._waiters: dict[str, list[str]] = {}  # key → digests sharing its unfinished flight
         self._error: BaseException | None = None
+        import queue  # here, not at the top: a fully cached build never solves (nor needs queue, heapq)
+
         self._done: queue.SimpleQueue[str] = queue.SimpleQueue()  # keys whose flight finished
         self._running: set[str] = set()  # keys in flight
         self._results: dict[str, R] = {}
@@ -220,10 +222,12 @@ class Scheduler(Generic[R]):
         Waits in slices: a SIGINT/SIGTERM the kernel hands to a worker thread only sets CPython's flag and
         does not wake an untimed wait here, so Ctrl-C would go unnoticed until the running step ended.
         """
+        from queue import Empty
+
         while True:
             try:
                 return self._done.get(timeout=_SIGNAL_POLL)
-            except queue.Empty:
+            except Empty:
                 continue
 
     def _loop(self, pool: ThreadPoolExecutor) -> None:
