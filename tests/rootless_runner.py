@@ -86,6 +86,7 @@ def make_runner(home: Path) -> Rootless:
     code = [str(REPO), site]
     if not (_user_can("-r", str(REPO / "pybuild" / "__init__.py")) and _user_can("-r", site)):
         shutil.copytree(REPO / "pybuild", home / "code" / "pybuild")
+        shutil.copytree(REPO / "grammar", home / "code" / "grammar")  # beside the package, as in a checkout
         shutil.copytree(site, home / "code" / "site")
         code = [str(home / "code"), str(home / "code" / "site")]
     runner = Rootless(home, python, ":".join(code))
