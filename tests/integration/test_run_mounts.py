@@ -23,6 +23,7 @@ from pybuild.worker.executor import ProcessFailed, run_process
 from pybuild.worker.mounts import PreparedMounts, prepare_mounts
 from pybuild.worker.secrets import SecretStore
 from pybuild.worker.types import ProcessSpec
+from tests.bases import need
 from tests.mountspecs import mount_spec
 
 pytestmark = pytest.mark.root
@@ -271,12 +272,11 @@ def test_secret_files_from_either_home_in_either_runtime(rig: Rig, temps: list[s
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The detached tmpfs (bound from /proc/<pid>/fd/<n>/<file>) and the fallback dir on /dev/shm give the
     container the same file: content, mode, owner, read-only; the fallback dir is gone afterwards."""
-    if not shutil.which(runtime):
-        pytest.skip(f"{runtime} is not installed")
+    need(shutil.which(runtime) is not None, f"{runtime} is not installed")
     if home == "dir":
         monkeypatch.setattr(secretfiles, "detached_mounts_work", lambda: False)
-    elif not secretfiles.detached_mounts_work():
-        pytest.skip("this kernel refuses bind mounts from a detached tmpfs")
+    else:
+        need(secretfiles.detached_mounts_work(), "this kernel refuses bind mounts from a detached tmpfs")
     script = ("cat /run/secrets/tok; echo; stat -c '%a %u %g' /run/secrets/tok /s; echo $TOKEN; "
               "if (echo x >> /s) 2>/dev/null; then echo WROTE; else echo ro; fi")
     with rig.prepare("type=secret,id=tok", "type=secret,id=tok,target=/s,mode=0440,uid=65534,gid=65534",

@@ -11,6 +11,7 @@ import pytest
 
 from pybuild import rootless
 from pybuild.errors import ConfigError
+from tests.bases import need
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -67,10 +68,8 @@ def test_in_userns_tells_a_mapped_root_from_the_real_one() -> None:
     plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert plain.stdout.strip() == str(Path("/proc/self/uid_map").read_text().split()
                                        != ["0", "0", "4294967295"])
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) not installed")
+    need(shutil.which("unshare") is not None, "unshare (util-linux) not installed")
     mapped = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", code],
                             capture_output=True, text=True)
-    if mapped.returncode != 0:
-        pytest.skip(f"no user namespaces here: {mapped.stderr.strip()}")
+    need(mapped.returncode == 0, f"no user namespaces here: {mapped.stderr.strip()}")
     assert mapped.stdout.strip() == "True"

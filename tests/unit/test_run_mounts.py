@@ -20,6 +20,7 @@ from pybuild.worker import secretfiles
 from pybuild.worker.mounts import PreparedMounts, prepare_mounts
 from pybuild.worker.rootfs_path import secure_join as resolve_in_root
 from pybuild.worker.secrets import SecretSpec, SecretStore, parse_secret_flag
+from tests.bases import need
 from tests.mountspecs import mount_spec
 
 SECRET = b"s3cr3t-VALUE-42"
@@ -350,7 +351,7 @@ def secret_home(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     if request.param == "detached":
         if not secretfiles.detached_mounts_work():
             _root_or_skip()
-            pytest.skip("this kernel refuses bind mounts from a detached tmpfs")
+            need(False, "this kernel refuses bind mounts from a detached tmpfs")
     else:
         monkeypatch.setattr(secretfiles, "detached_mounts_work", lambda: False)
     home: str = request.param

@@ -16,6 +16,7 @@ import pytest
 
 from pybuild.worker import ownerlock, secretfiles
 from pybuild.worker.secretfiles import SecretFiles, sweep_stale
+from tests.bases import need
 from tests.secret_holder import holder
 
 VALUE = b"unit-secret-\x00\xff-value"
@@ -55,8 +56,7 @@ def fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_detached_files_are_named_by_no_path() -> None:
-    if not secretfiles.detached_mounts_work():
-        pytest.skip("no detached tmpfs bind mounts here (not root, or an older kernel)")
+    need(secretfiles.detached_mounts_work(), "no detached tmpfs bind mounts here (not root, or an older kernel)")
     files = SecretFiles()
     first = files.add(VALUE, mode=0o400, uid=0, gid=0)
     second = files.add(b"other", mode=0o444, uid=0, gid=0)

@@ -12,6 +12,7 @@ import pytest
 from pybuild.worker import spec
 from pybuild.worker.types import HostMount, NetworkMode, ProcessSpec
 from pybuild.worker.users import ResolvedUser
+from tests.bases import need
 
 
 def make(network: NetworkMode = "default", **process: Any) -> dict[str, Any]:
@@ -360,8 +361,7 @@ def test_ulimits_above_our_own_need_cap_sys_resource() -> None:
     from pybuild.worker.sandbox import check_ulimit
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard == resource.RLIM_INFINITY:
-        pytest.skip("this process has no RLIMIT_NOFILE hard limit")
+    need(hard != resource.RLIM_INFINITY, "this process has no RLIMIT_NOFILE hard limit")
     check_ulimit(("RLIMIT_NOFILE", 10, hard), status="CapEff:\t0000000000000000\n")  # at our own: fine
     above = ("RLIMIT_NOFILE", 10, hard + 1)
     with pytest.raises(ConfigError, match=f"above pybuild's own \\({hard}\\).*CAP_SYS_RESOURCE"):
