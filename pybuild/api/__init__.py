@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from pybuild.api.disk import PruneRequest as PruneRequest
     from pybuild.api.disk import PruneResult as PruneResult
     from pybuild.api.disk import du as du
+    from pybuild.api.disk import human_size as human_size
     from pybuild.api.disk import parse_size as parse_size
     from pybuild.api.disk import prune as prune
     from pybuild.api.dockerfiles import CheckRequest as CheckRequest
@@ -105,7 +106,8 @@ HOMES: dict[str, frozenset[str]] = {
                            "SaveRequest", "import_image", "load", "save"}),
     "buildcontext": frozenset({"ContextFile", "ContextRequest", "ContextResult", "context", "display_path"}),
     "building": frozenset({"BuildRequest", "BuildResult", "build"}),
-    "disk": frozenset({"DuRequest", "DuResult", "PruneRequest", "PruneResult", "du", "parse_size", "prune"}),
+    "disk": frozenset({"DuRequest", "DuResult", "PruneRequest", "PruneResult", "du", "human_size",
+                       "parse_size", "prune"}),
     "dockerfiles": frozenset({"CheckRequest", "CheckResult", "ParseRequest", "ParseResult", "check",
                               "parse"}),
     "inspecting": frozenset({"HistoryEntry", "HistoryRequest", "HistoryResult", "InspectRequest",

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 from pybuild.api.opening import Warn, open_store
 from pybuild.errors import ConfigError
 from pybuild.record import record
+from pybuild.units import human_size
 
 if TYPE_CHECKING:
     from pybuild.store.store import Problem, Usage
 
-__all__ = ["DuRequest", "DuResult", "PruneRequest", "PruneResult", "du", "parse_size", "prune"]
+__all__ = ["DuRequest", "DuResult", "PruneRequest", "PruneResult", "du", "human_size", "parse_size", "prune"]
 
 
 @record(kw_only=True)

@@ -100,13 +100,9 @@ def _print_context_table(result: ContextResult) -> None:
 
 
 def _human_size(size: int) -> str:
-    """1023 B, 1.5 KiB, 200.0 MiB: binary units, one decimal."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+    from pybuild.api import human_size
+
+    return human_size(size)
 
 
 # --- store and image commands -----------------------------------------------------------------------------

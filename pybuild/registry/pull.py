@@ -50,6 +50,7 @@ from pybuild.image.spec import (
     parse_platform,
 )
 from pybuild.record import record
+from pybuild.units import human_size
 
 if TYPE_CHECKING:
     from pybuild.image.reference import Reference
@@ -146,7 +147,7 @@ class _Pull:
                    if not layer_known(self.store, d, diff_id)]
         missing = list({d.digest: (d, diff_id) for d, diff_id in missing}.values())
         total = sum(d.size for d, _ in missing)
-        self.say(f"{self.shown}: {digest}: {len(missing)} layer(s) to download ({_size(total)}), "
+        self.say(f"{self.shown}: {digest}: {len(missing)} layer(s) to download ({human_size(total)}), "
                  f"{len(manifest.layers) - len(missing)} already in the store")
         with ExitStack() as stack:
             commit_downloads(self.store, self._layers(missing, stack))
@@ -238,7 +239,7 @@ class _Pull:
         layer = stage_download(self.store, desc, diff_id, stack,
                                lambda out: self.client.get_blob(self.repo, desc.digest, out, size=desc.size),
                                where=self.where, name=desc.digest)
-        self.say(f"{self.shown}: {desc.digest}: downloaded ({_size(desc.size)})")
+        self.say(f"{self.shown}: {desc.digest}: downloaded ({human_size(desc.size)})")
         return layer
 
     def _record(self, digest: str, data: bytes, manifest: Manifest, config_bytes: bytes,
@@ -260,13 +261,6 @@ class _Pull:
                            config_diff_ids(config))
 
 
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 # --- resolve-or-pull, for a build ----------------------------------------------------------------------

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pybuild.errors import StoreError
+from pybuild.units import human_size
 
-__all__ = ["DISK_ERRNOS", "FULL_HINT", "IO_HINT", "disk_fault", "disk_faults", "free_bytes", "free_space",
-           "human_size"]
+__all__ = ["DISK_ERRNOS", "FULL_HINT", "IO_HINT", "disk_fault", "disk_faults", "free_bytes", "free_space"]
 
 _WHAT = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded", errno.EIO: "I/O error"}
 DISK_ERRNOS = frozenset(_WHAT)
@@ -24,14 +24,6 @@ FULL_HINT = "free some space, or run `pybuild prune`"
 IO_HINT = "the disk may be full (free some space, or run `pybuild prune`) or failing (see `dmesg`)"
 
 
-def human_size(size: int) -> str:
-    """1023 B, 1.5 KiB, 200.0 MiB: binary units, one decimal."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def free_bytes(path: str) -> int | None:

@@ -37,6 +37,7 @@ import re
 from typing import Any
 
 from pybuild.errors import ConfigError, StepFailed
+from pybuild.units import human_size
 from pybuild.worker.types import Sandbox
 
 MIB = 1024 * 1024
@@ -123,14 +124,6 @@ def make_sandbox(*, ulimits: tuple[str, ...] = (), shm_size: str | None = None, 
     return Sandbox(ulimits=tuple(parsed.values()), shm_size=shm, memory=mem, pids=pids)
 
 
-def human(size: int) -> str:
-    """`64 MiB`, `1.5 GiB`, `512 KiB`, `100 B`."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:g} {unit}" if unit != "B" else f"{size} B"
-        value /= 1024
-    return f"{size} B"  # pragma: no cover
 
 
 # --- what the host can enforce ------------------------------------------------------------------------
@@ -324,7 +317,7 @@ def explain_failure(exc: StepFailed, sandbox: Sandbox, exit_code: int | None,
     own error first). A fork that failed with EAGAIN ("Resource temporarily unavailable") with a pids
     limit set is the pids controller refusing it."""
     if sandbox.memory and exit_code == _SIGKILL_EXIT:
-        return f"RUN was killed: out of memory (limit {human(sandbox.memory)})"
+        return f"RUN was killed: out of memory (limit {human_size(sandbox.memory, trim=True)})"
     if sandbox.pids and any(marker in line for line in tail for marker in _FORK_FAILED):
         return f"RUN failed: it reached the pids limit ({sandbox.pids} processes): {exc.message}"
     return None

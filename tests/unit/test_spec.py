@@ -249,13 +249,14 @@ def test_bad_ulimits_are_one_line_errors(text: str, message: str) -> None:
 
 def test_sizes_and_limit_flags() -> None:
     from pybuild.errors import ConfigError
-    from pybuild.worker.sandbox import human, make_sandbox, parse_size
+    from pybuild.units import human_size
+    from pybuild.worker.sandbox import make_sandbox, parse_size
 
     assert parse_size("64m", "--shm-size") == 64 * 1024 * 1024
     assert parse_size("1.5GiB", "--memory") == 3 * 1024 ** 3 // 2
     assert parse_size("512k", "x") == 524288 and parse_size("100", "x") == 100
     assert parse_size("2 GB", "x") == 2 << 30
-    assert human(64 << 20) == "64 MiB" and human(100) == "100 B"
+    assert human_size(64 << 20, trim=True) == "64 MiB" and human_size(100, trim=True) == "100 B"
     for kwargs, message in (({"shm_size": "lots"}, "--shm-size"), ({"memory": "1k"}, "minimum"),
                             ({"shm_size": "0"}, "more than 0"), ({"pids_limit": -2}, "--pids-limit")):
         with pytest.raises(ConfigError, match=message):
